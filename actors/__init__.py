@@ -1,0 +1,1 @@
+"""Actors: the per-company SessionActor and what it owns (connection, limiter, backoff, outbox)."""

@@ -1,0 +1,149 @@
+"""The Connection interface every transport implements, and the events it emits.
+
+A SessionActor owns exactly one Connection at a time. Connections call `emit(event)`
+from their own threads; the actor wraps `emit` so that it only `tell`s the event,
+tagged with the connection's generation, into the actor's mailbox.
+"""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class QrCode:
+    """A QR code to show the user; `expires_in` seconds from now the next one replaces it."""
+    code: str
+    expires_in: float
+
+
+@dataclasses.dataclass(frozen=True)
+class QrExhausted:
+    """Every QR code expired before a scan. The connection is over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """The phone scanned the QR (or entered the pairing code); `phone` is its number."""
+    phone: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Connected:
+    """Authenticated and online: sending works from now on."""
+    phone: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Disconnected:
+    """The link dropped. `retryable` says whether reconnecting can help."""
+    reason: str
+    retryable: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedOut:
+    """The phone removed this device (401). Credentials are gone; never reconnect."""
+    reason: str = "device removed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Replaced:
+    """Another client opened the same credentials (stream replaced, 440)."""
+    reason: str = "stream replaced by another client"
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporaryBan:
+    """WhatsApp refuses this account for `expires_in` seconds."""
+    expires_in: float
+    reason: str = "temporary ban"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectFailure:
+    """Connecting failed. Forbidden or outdated clients are not retryable."""
+    reason: str
+    retryable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class IncomingMessage:
+    """A message someone sent to this company's account, already normalised."""
+    id: str
+    chat: str                 # chat JID: the sender's for 1:1, the group's for groups
+    phone: str                # sender's phone number (digits)
+    text: str
+    timestamp: float          # Unix seconds
+    push_name: str = ""
+    is_group: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    """Delivery or read receipt for messages this company sent."""
+    message_ids: tuple[str, ...]
+    chat: str
+    kind: str                 # delivered | read | played | ...
+    timestamp: float
+
+
+ConnectionEvent = (QrCode | QrExhausted | Paired | Connected | Disconnected | LoggedOut
+                   | Replaced | TemporaryBan | ConnectFailure | IncomingMessage | Receipt)
+
+EmitFn = Callable[[ConnectionEvent], None]
+
+
+class SendError(Exception):
+    """A send that did not go out. `retryable` sends stay in the outbox."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Connection(Protocol):
+    """One attempt at a live link to WhatsApp for one company.
+
+    `open` starts connecting and returns at once; everything that follows arrives as
+    events. `close` is idempotent, returns within a bounded time, and after it no more
+    events are emitted. Commands return futures so the owning actor never blocks.
+    """
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def alive(self) -> bool:
+        """False once the link is gone for good (closed, or its process died)."""
+        ...
+
+    def send_text(self, jid: str, text: str) -> Future:
+        """Resolves to the WhatsApp message id, or fails with SendError."""
+        ...
+
+    def pair_phone(self, phone: str) -> Future:
+        """Resolves to an 8-character pairing code (needs a QR session in progress)."""
+        ...
+
+    def logout(self) -> Future:
+        """Unlinks this device on WhatsApp's side; resolves to None."""
+        ...
+
+
+class Transport(Protocol):
+    """Makes connections for companies. One per gateway."""
+
+    name: str
+
+    def connect(self, company_id: str, company_dir: Path, emit: EmitFn) -> Connection: ...
+
+    def forget(self, company_id: str, company_dir: Path) -> None:
+        """Delete the stored credentials of a company (after logout)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the transport itself holds (threads, processes)."""
+        ...

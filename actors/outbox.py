@@ -1,0 +1,132 @@
+"""The durable outbox: sends accepted but not yet confirmed by WhatsApp, in order.
+
+Records: {"op": "add", ...entry} when a send is accepted, {"op": "done", "id",
+"messageId"} once WhatsApp took it, {"op": "failed", "id", "error"} when it can never
+go out. Replaying the file gives the pending sends and the idempotency keys in use.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+
+from .journal import Journal
+
+KEYS_KEPT = 1000          # idempotency keys remembered after their send went out
+COMPACT_EVERY = 2000      # records appended before the file is rewritten
+
+
+@dataclasses.dataclass
+class OutboxEntry:
+    id: str
+    to: str                       # phone digits
+    jid: str
+    text: str
+    key: str | None = None
+    accepted_at: float = dataclasses.field(default_factory=time.time)
+    attempts: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedResult:
+    id: str
+    message_id: str | None        # None while the send is pending
+    error: str | None = None
+
+
+class Outbox:
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self._journal = Journal(path, fsync=fsync)
+        self._pending: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
+        self._keys: collections.OrderedDict[str, KeyedResult] = collections.OrderedDict()
+        for record in self._journal.read():
+            self._replay(record)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._pending
+
+    def get(self, entry_id: str) -> OutboxEntry | None:
+        return self._pending.get(entry_id)
+
+    def head(self) -> OutboxEntry | None:
+        return next(iter(self._pending.values()), None)
+
+    def pending(self) -> list[OutboxEntry]:
+        return list(self._pending.values())
+
+    def by_key(self, key: str) -> KeyedResult | None:
+        return self._keys.get(key)
+
+    def add(self, entry: OutboxEntry) -> None:
+        """Durably accept a send. Raises OSError (and keeps nothing) if the disk refuses."""
+        self._journal.append({"op": "add", **dataclasses.asdict(entry)})
+        self._pending[entry.id] = entry
+        if entry.key:
+            self._remember(entry.key, KeyedResult(entry.id, None))
+
+    def done(self, entry_id: str, message_id: str) -> None:
+        entry = self._pending.pop(entry_id, None)
+        if entry is None:
+            return
+        if entry.key:
+            self._remember(entry.key, KeyedResult(entry.id, message_id))
+        self._append_or_keep({"op": "done", "id": entry_id, "messageId": message_id})
+
+    def failed(self, entry_id: str, error: str) -> None:
+        entry = self._pending.pop(entry_id, None)
+        if entry is None:
+            return
+        if entry.key:
+            self._remember(entry.key, KeyedResult(entry.id, None, error))
+        self._append_or_keep({"op": "failed", "id": entry_id, "error": error})
+
+    def close(self) -> None:
+        self._journal.close()
+
+    def _append_or_keep(self, record: dict) -> None:
+        # A lost "done" record means one duplicate send after a restart, never a lost
+        # message: the entry is simply still pending in the file.
+        try:
+            self._journal.append(record)
+            if self._journal.records_written >= COMPACT_EVERY:
+                self._compact()
+        except OSError:
+            pass
+
+    def _compact(self) -> None:
+        records = [{"op": "key", "key": k, "id": r.id, "messageId": r.message_id, "error": r.error}
+                   for k, r in self._keys.items() if r.message_id is not None or r.error is not None]
+        records += [{"op": "add", **dataclasses.asdict(e)} for e in self._pending.values()]
+        self._journal.rewrite(records)
+
+    def _remember(self, key: str, result: KeyedResult) -> None:
+        self._keys[key] = result
+        self._keys.move_to_end(key)
+        while len(self._keys) > KEYS_KEPT + len(self._pending):
+            self._keys.popitem(last=False)
+
+    def _replay(self, record: dict) -> None:
+        op = record.pop("op", None)
+        if op == "add":
+            try:
+                entry = OutboxEntry(**record)
+            except TypeError:
+                return
+            self._pending[entry.id] = entry
+            if entry.key:
+                self._remember(entry.key, KeyedResult(entry.id, None))
+        elif op in ("done", "failed"):
+            entry = self._pending.pop(record.get("id"), None)
+            if entry and entry.key:
+                self._remember(entry.key, KeyedResult(entry.id, record.get("messageId"), record.get("error")))
+        elif op == "key":
+            self._remember(record["key"], KeyedResult(record["id"], record.get("messageId"), record.get("error")))

@@ -1,0 +1,4 @@
+"""Supervision: the supervisor actor, the embedding facade, the event log, config and CLI."""
+from .board import InboundMessage, SessionHandle, Switchboard
+
+__all__ = ["InboundMessage", "SessionHandle", "Switchboard"]

@@ -1,0 +1,242 @@
+"""The Python embedding: a context-managed gateway in-process, with proxies to its sessions.
+
+    with Switchboard(data_dir="data", transport="simulated") as board:
+        board.on_message(lambda message: print(message.phone, message.text))
+        session = board.session("962302")
+        session.start().get(timeout=5)
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pykka
+from pykka.messages import ProxyCall
+
+from switchboard.actors.connection import Transport
+from switchboard.actors.phone import validate_company_id
+from switchboard.actors.scheduler import Scheduler
+from switchboard.actors.session import STATES, SessionContext, SessionSettings, SessionUnavailable
+from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
+
+from .events import Event, EventBus
+from .supervisor import Directory, RestartPolicy, Supervisor
+
+log = logging.getLogger(__name__)
+
+# The session methods a handle forwards (name -> actor method); anything else is an AttributeError.
+SESSION_METHODS = {"start": "start_session", "stop": "stop_session", "reconnect": "reconnect",
+                   "logout": "logout", "send": "send", "pair_phone": "pair_phone", "status": "status",
+                   "qr": "qr", "diagnostics": "diagnostics"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InboundMessage:
+    company_id: str
+    id: str
+    phone: str
+    text: str
+    chat: str
+    push_name: str
+    timestamp: float
+    is_group: bool
+
+    @classmethod
+    def from_event(cls, event: Event) -> InboundMessage:
+        d = event.data
+        return cls(event.company_id or "", d["id"], d["phone"], d["text"], d["chat"], d.get("pushName", ""),
+                   d["timestamp"], d.get("isGroup", False))
+
+
+class SessionHandle:
+    """A proxy for one company's session that survives actor restarts: every call looks
+    up the live actor, waiting briefly if the supervisor is restarting it."""
+
+    def __init__(self, board: Switchboard, company_id: str) -> None:
+        self._board = board
+        self.company_id = company_id
+
+    def __getattr__(self, name: str) -> Callable[..., pykka.Future]:
+        if name not in SESSION_METHODS:
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+
+    def call(self, method: str, *args: Any, wait: float | None = None, **kwargs: Any) -> pykka.Future:
+        """Ask the live actor; the future fails with SessionUnavailable if there is none."""
+        ref = self._board.directory.wait_for(self.company_id,
+                                             self._board.restart_wait if wait is None else wait)
+        if ref is not None:
+            try:
+                return ref.ask(ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs),
+                               block=False)
+            except pykka.ActorDeadError:
+                pass
+        future = pykka.ThreadingFuture()
+        try:
+            raise SessionUnavailable(f"session {self.company_id} is restarting or not running",
+                                     state="restarting", retry_after_ms=1000)
+        except SessionUnavailable:
+            future.set_exception()
+        return future
+
+    def __repr__(self) -> str:
+        return f"<SessionHandle {self.company_id}>"
+
+
+class Switchboard:
+    def __init__(self, data_dir: str | Path = "data", transport: str | Transport = "simulated", *,
+                 settings: SessionSettings | None = None, restart_policy: RestartPolicy | None = None,
+                 network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
+                 restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.settings = settings or SessionSettings()
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.ask_timeout = ask_timeout
+        self.restart_wait = restart_wait
+        self._restore = restore
+        self.transport = _make_transport(transport, network, transport_options or {})
+        self.network: SimulatedNetwork | None = getattr(self.transport, "network", None)
+        self.directory = Directory()
+        self.scheduler: Scheduler | None = None
+        self.bus: EventBus | None = None
+        self.ctx: SessionContext | None = None
+        self._supervisor: pykka.ActorRef | None = None
+        self.started_at: float | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Switchboard:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.scheduler = Scheduler()
+        self.bus = EventBus(self.data_dir / "supervisor.log")
+        self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish)
+        self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
+        self.started_at = time.time()
+        self.bus.publish(None, "gateway", {"action": "started", "transport": self.transport.name})
+        if self._restore:
+            self.supervisor.restore().get(timeout=30)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop every session (connections closed, children ended), then every thread."""
+        if self._supervisor is not None:
+            try:
+                self._supervisor.stop(block=True, timeout=timeout)
+            except pykka.Timeout:
+                log.error("the supervisor did not stop within %s s", timeout)
+            self._supervisor = None
+        self.transport.close()
+        if self.bus is not None:
+            self.bus.publish(None, "gateway", {"action": "stopped"})
+            self.bus.close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    def __enter__(self) -> Switchboard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def supervisor(self):
+        if self._supervisor is None:
+            raise RuntimeError("the switchboard is not running")
+        return self._supervisor.proxy()
+
+    # ---- sessions -----------------------------------------------------------------------
+
+    def session(self, company_id: str, *, create: bool = True) -> SessionHandle:
+        """The handle of a company's session; creates the (stopped) session if needed."""
+        validate_company_id(company_id)
+        if create and company_id not in self.directory.refs:
+            self.supervisor.ensure(company_id).get(timeout=self.ask_timeout)
+        return SessionHandle(self, company_id)
+
+    def exists(self, company_id: str) -> bool:
+        return company_id in self.directory.refs or company_id in self.directory.restarting
+
+    def company_ids(self) -> list[str]:
+        return sorted(set(self.directory.refs) | set(self.directory.restarting))
+
+    def remove(self, company_id: str, *, logout: bool = True) -> bool:
+        """Log out (unless told not to), stop the actor, and delete the company's files."""
+        validate_company_id(company_id)
+        if not self.exists(company_id):
+            return False
+        if logout:
+            try:
+                SessionHandle(self, company_id).logout().get(timeout=self.ask_timeout)
+            except Exception:
+                log.warning("logout of %s before removal failed; removing anyway", company_id, exc_info=True)
+        ref = self.supervisor.detach(company_id).get(timeout=self.ask_timeout)
+        if ref is not None:
+            try:
+                ref.stop(block=True, timeout=30)
+            except pykka.Timeout:
+                log.error("session %s did not stop in time", company_id)
+        self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout)
+        return True
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every session's last published status (no actor is asked)."""
+        snapshots = self.ctx.snapshots if self.ctx else {}
+        return [self._snapshot(cid, snapshots) for cid in self.company_ids()]
+
+    def metrics(self) -> dict[str, Any]:
+        """Global figures, derived from the sessions' states (never kept as counters)."""
+        statuses = self.statuses()
+        by_state = collections.Counter(s["status"] for s in statuses)
+        return {
+            "totalSessions": len(statuses),
+            "activeConnections": by_state.get("connected", 0),
+            "sessionsByState": {state: by_state.get(state, 0) for state in (*STATES, "restarting")},
+            "messagesSent": sum(s.get("messagesSent", 0) for s in statuses),
+            "messagesReceived": sum(s.get("messagesReceived", 0) for s in statuses),
+            "queuedMessages": sum(s.get("queued", 0) for s in statuses),
+            "reconnecting": by_state.get("reconnecting", 0),
+            "uptimeSeconds": round(time.time() - self.started_at, 1) if self.started_at else 0,
+            "transport": self.transport.name,
+        }
+
+    def _snapshot(self, company_id: str, snapshots: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if company_id in self.directory.restarting:
+            base = snapshots.get(company_id, {})
+            return {**base, "companyId": company_id, "status": "restarting", "connected": False,
+                    "lastError": "session actor crashed; restarting"}
+        return snapshots.get(company_id) or {"companyId": company_id, "status": "stopped", "connected": False}
+
+    # ---- events -------------------------------------------------------------------------
+
+    def on_event(self, callback: Callable[[Event], None], kinds: Iterable[str] | None = None,
+                 company_id: str | None = None) -> Callable[[], None]:
+        """Call `callback(event)` for every event (of `kinds`, of `company_id`). Returns unsubscribe."""
+        wanted = frozenset(kinds) if kinds else None
+
+        def deliver(event: Event) -> None:
+            if (wanted is None or event.kind in wanted) and (company_id is None or event.company_id == company_id):
+                callback(event)
+        return self.bus.subscribe(deliver)
+
+    def on_message(self, callback: Callable[[InboundMessage], None],
+                   company_id: str | None = None) -> Callable[[], None]:
+        """Call `callback(message)` once for every incoming message."""
+        return self.on_event(lambda event: callback(InboundMessage.from_event(event)), ("message",), company_id)
+
+
+def _make_transport(transport: str | Transport, network: SimulatedNetwork | None,
+                    options: dict[str, Any]) -> Transport:
+    if not isinstance(transport, str):
+        return transport
+    if transport == "simulated":
+        return SimulatedTransport(network or SimulatedNetwork(**options))
+    if transport == "neonize":
+        # Imported here: the neonize transport spawns child processes; the gateway never imports neonize.
+        from switchboard.actors.neonize_connection import NeonizeTransport
+        return NeonizeTransport(**options)
+    raise ValueError(f"unknown transport {transport!r}: neonize or simulated")

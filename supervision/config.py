@@ -1,0 +1,100 @@
+"""Configuration: environment variables (the names of the replaced system where they
+exist), overridden by command-line flags."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+from switchboard.actors.backoff import BackoffPolicy
+from switchboard.actors.ratelimit import RateLimit
+from switchboard.actors.session import SessionSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Config:
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 3000
+    transport: str = "neonize"                 # neonize | simulated
+    redis_url: str | None = None
+    admin_key: str | None = None
+    rate_limit_window_ms: int = 60_000
+    rate_limit_max: int = 30
+    rate_limit_per_recipient_max: int = 10
+    health_check_interval_ms: int = 30_000
+    max_reconnect_attempts: int = 10
+    reconnect_base_delay_ms: int = 5_000
+    reconnect_max_delay_ms: int = 60_000
+    device_name: str = "Switchboard"
+    proxy: str | None = None                   # http:// or socks5:// for every company's neonize client
+    go_log_level: str = "WARNING"
+    fsync: bool = False
+    http_threads: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        config = cls()
+        ints = {
+            "WHATSAPP_RATE_LIMIT_WINDOW": "rate_limit_window_ms",
+            "WHATSAPP_RATE_LIMIT_MAX": "rate_limit_max",
+            "WHATSAPP_RATE_LIMIT_PER_RECIPIENT_MAX": "rate_limit_per_recipient_max",
+            "WHATSAPP_HEALTH_CHECK_INTERVAL": "health_check_interval_ms",
+            "WHATSAPP_MAX_RECONNECT_ATTEMPTS": "max_reconnect_attempts",
+            "WHATSAPP_RECONNECT_BASE_DELAY": "reconnect_base_delay_ms",
+            "WHATSAPP_RECONNECT_MAX_DELAY": "reconnect_max_delay_ms",
+            "PORT": "port",
+            "SWITCHBOARD_HTTP_THREADS": "http_threads",
+        }
+        for name, field in ints.items():
+            if env.get(name):
+                setattr(config, field, _int(name, env[name]))
+        strings = {
+            "WHATSAPP_SESSION_PATH": "data_dir", "REDIS_URL": "redis_url", "SWITCHBOARD_ADMIN_KEY": "admin_key",
+            "SWITCHBOARD_TRANSPORT": "transport", "SWITCHBOARD_HOST": "host",
+            "SWITCHBOARD_DEVICE_NAME": "device_name", "WHATSAPP_PROXY": "proxy",
+            "SWITCHBOARD_GO_LOG_LEVEL": "go_log_level",
+        }
+        for name, field in strings.items():
+            if env.get(name):
+                setattr(config, field, Path(env[name]) if field == "data_dir" else env[name])
+        if env.get("SWITCHBOARD_FSYNC"):
+            config.fsync = env["SWITCHBOARD_FSYNC"].lower() in ("1", "true", "yes")
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.transport not in ("neonize", "simulated"):
+            raise ConfigError(f"transport must be neonize or simulated, not {self.transport!r}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, not {self.port}")
+        for field in ("rate_limit_window_ms", "rate_limit_max", "rate_limit_per_recipient_max",
+                      "health_check_interval_ms", "max_reconnect_attempts", "reconnect_base_delay_ms",
+                      "reconnect_max_delay_ms", "http_threads"):
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"{field} must be positive")
+        if self.proxy and not self.proxy.startswith(("http://", "https://", "socks5://")):
+            raise ConfigError("proxy must start with http://, https:// or socks5://")
+
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(
+            backoff=BackoffPolicy(base=self.reconnect_base_delay_ms / 1000, cap=self.reconnect_max_delay_ms / 1000,
+                                  max_attempts=self.max_reconnect_attempts),
+            rate_limit=RateLimit(max_messages=self.rate_limit_max, window=self.rate_limit_window_ms / 1000,
+                                 per_recipient_max=self.rate_limit_per_recipient_max),
+            health_interval=self.health_check_interval_ms / 1000,
+            fsync=self.fsync,
+        )
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
