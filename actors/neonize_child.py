@@ -212,6 +212,8 @@ def child_main(cfg: dict, conn: Any) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, force=True,
                         format=f"%(asctime)s wa[{company}] %(name)s %(levelname)s %(message)s")
     logging.getLogger("neonize.utils.log").setLevel(level)   # read by connect(): the Go log level
+    # We send no media: the "ffmpeg not found" warning on every connect is noise.
+    logging.getLogger("neonize.utils.ffmpeg").setLevel(logging.ERROR)
 
     send_lock = threading.Lock()
     client: Any = None                        # assigned once neonize is imported

@@ -644,11 +644,11 @@ class SessionActor(pykka.ThreadingActor):
         self._last_error = error
         if state != "connected":
             self._connected_at = None if state != "reconnecting" else self._connected_at
+        self._publish_snapshot()     # before the event, so a woken subscriber sees the new state
         if previous != state or state in ("reconnecting", "failed"):
             self._ctx.publish(self.company_id, "state", {"state": state, "previous": previous, "error": error,
                                                         "attempt": self._attempts,
                                                         "nextRetryAt": iso(self._next_retry_at)})
-        self._publish_snapshot()
 
     def _publish_snapshot(self) -> None:
         self._ctx.snapshots[self.company_id] = self.status()

@@ -67,22 +67,45 @@ class SessionHandle:
         return lambda *args, **kwargs: self.call(name, *args, **kwargs)
 
     def call(self, method: str, *args: Any, wait: float | None = None, **kwargs: Any) -> pykka.Future:
-        """Ask the live actor; the future fails with SessionUnavailable if there is none."""
-        ref = self._board.directory.wait_for(self.company_id,
-                                             self._board.restart_wait if wait is None else wait)
-        if ref is not None:
+        """Ask the live actor. An actor that died before handling the call did not run
+        it, so the call is retried once on its replacement; with no live actor the
+        future fails with SessionUnavailable."""
+        message = ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs)
+        wait = self._board.restart_wait if wait is None else wait
+        directory = self._board.directory
+        ref = directory.wait_for(self.company_id, wait)
+        if ref is None:
+            return _failed(self._unavailable())
+        first = ref.ask(message, block=False)
+
+        def get(timeout: float | None) -> Any:
+            started = time.monotonic()
             try:
-                return ref.ask(ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs),
-                               block=False)
+                return first.get(timeout=timeout)
             except pykka.ActorDeadError:
                 pass
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            replacement = directory.wait_for(self.company_id, min(wait, left) if left is not None else wait,
+                                             dead=ref)
+            if replacement is None:
+                raise self._unavailable()
+            try:
+                return replacement.ask(message, block=True, timeout=left)
+            except pykka.ActorDeadError:
+                raise self._unavailable() from None
+
         future = pykka.ThreadingFuture()
-        try:
-            raise SessionUnavailable(f"session {self.company_id} is restarting or not running",
-                                     state="restarting", retry_after_ms=1000)
-        except SessionUnavailable:
-            future.set_exception()
+        future.set_get_hook(get)
         return future
+
+    def _unavailable(self) -> SessionUnavailable:
+        return SessionUnavailable(f"session {self.company_id} is restarting or not running",
+                                  state="restarting", retry_after_ms=1000)
+
+    def wait_for(self, *states: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Block until the session is in one of `states`; returns its status.
+        Raises TimeoutError with the last status otherwise."""
+        return self._board.wait_for_state(self.company_id, states, timeout)
 
     def __repr__(self) -> str:
         return f"<SessionHandle {self.company_id}>"
@@ -211,6 +234,29 @@ class Switchboard:
                     "lastError": "session actor crashed; restarting"}
         return snapshots.get(company_id) or {"companyId": company_id, "status": "stopped", "connected": False}
 
+    def wait_for_state(self, company_id: str, states: Iterable[str], timeout: float) -> dict[str, Any]:
+        wanted = frozenset(states)
+        changed = threading.Condition()
+
+        def wake(_event: Event) -> None:
+            with changed:
+                changed.notify_all()
+        unsubscribe = self.on_event(wake, kinds=("state", "spawned", "restarting"), company_id=company_id)
+        try:
+            deadline = time.monotonic() + timeout
+            with changed:
+                while True:
+                    status = self._snapshot(company_id, self.ctx.snapshots)
+                    if status["status"] in wanted:
+                        return status
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"{company_id} is {status['status']}, not {'/'.join(sorted(wanted))}, "
+                                           f"after {timeout:g} s (last error: {status.get('lastError')})")
+                    changed.wait(left)
+        finally:
+            unsubscribe()
+
     # ---- events -------------------------------------------------------------------------
 
     def on_event(self, callback: Callable[[Event], None], kinds: Iterable[str] | None = None,
@@ -227,6 +273,15 @@ class Switchboard:
                    company_id: str | None = None) -> Callable[[], None]:
         """Call `callback(message)` once for every incoming message."""
         return self.on_event(lambda event: callback(InboundMessage.from_event(event)), ("message",), company_id)
+
+
+def _failed(error: Exception) -> pykka.Future:
+    future = pykka.ThreadingFuture()
+    try:
+        raise error
+    except type(error):
+        future.set_exception()
+    return future
 
 
 def _make_transport(transport: str | Transport, network: SimulatedNetwork | None,

@@ -46,15 +46,21 @@ class Directory:
             self.refs, self.restarting = refs, restarting
             self._changed.notify_all()
 
-    def wait_for(self, company_id: str, timeout: float) -> pykka.ActorRef | None:
-        """The live ref; if the company is being restarted, wait up to `timeout` for it."""
+    def wait_for(self, company_id: str, timeout: float,
+                 dead: pykka.ActorRef | None = None) -> pykka.ActorRef | None:
+        """The live ref; if the company is being restarted (or its ref is `dead`, one that
+        was found dead but not yet replaced), wait up to `timeout` for the new one."""
+        def settled() -> bool:
+            ref = self.refs.get(company_id)
+            if ref is not None:
+                return ref is not dead
+            return company_id not in self.restarting
+
+        if not settled() and timeout > 0:
+            with self._changed:
+                self._changed.wait_for(settled, timeout)
         ref = self.refs.get(company_id)
-        if ref is not None or company_id not in self.restarting or timeout <= 0:
-            return ref
-        with self._changed:
-            self._changed.wait_for(lambda: company_id in self.refs or company_id not in self.restarting,
-                                   timeout)
-            return self.refs.get(company_id)
+        return None if ref is dead else ref
 
 
 @dataclasses.dataclass(frozen=True)

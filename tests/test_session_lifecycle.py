@@ -1,0 +1,445 @@
+"""SessionActor against the simulated network: the lifecycle and the policy table."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from switchboard.actors.connection import ConnectFailure, Disconnected, QrCode
+from switchboard.actors.phone import InvalidInput
+from switchboard.actors.ratelimit import RateLimit, RateLimited
+from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
+from switchboard.actors.simulated import CREDENTIALS_FILE
+
+from .conftest import FAST_BACKOFF, FAST_SETTINGS, StateWaiter, link, make_network
+
+
+def test_qr_scan_connect_send_receive(board, waiter):
+    received = []
+    got_one = threading.Event()
+    board.on_message(lambda m: (received.append(m), got_one.set()))
+    session = board.session("962302")
+    assert session.status().get(timeout=5)["status"] == "stopped"
+
+    session.start().get(timeout=5)
+    status = waiter.state("962302", "qr")
+    assert status["qrAvailable"] is True
+    qr = session.qr().get(timeout=5)
+    assert qr["code"].startswith("2@") and qr["expiresAt"]
+
+    board.network.scan("962302", "+7 968 648-44-88")
+    status = waiter.state("962302", "connected")
+    assert status["phoneNumber"] == "+79686484488" and status["connectedAt"] and status["qrAvailable"] is False
+
+    receipt = session.send("+7 (900) 123-45-67", "Hello").get(timeout=5)
+    assert receipt.queued is False
+    message_id = receipt.delivered.result(timeout=5)
+    assert [m["text"] for m in board.network.messages("79001234567")] == ["Hello"]
+    assert board.network.messages("79001234567")[0]["id"] == message_id
+
+    board.network.deliver_inbound("962302", "79001234567", "Hi back", push_name="Alice")
+    assert got_one.wait(5)
+    assert (received[0].phone, received[0].text, received[0].push_name) == ("79001234567", "Hi back", "Alice")
+    status = waiter.until("962302", lambda s: s["messagesSent"] == 1 and s["messagesReceived"] == 1)
+    assert status["queued"] == 0
+
+
+def test_company_dir_and_credentials_are_private(board, waiter):
+    link(board, waiter, "acme")
+    company_dir = board.data_dir / "acme"
+    assert company_dir.stat().st_mode & 0o777 == 0o700
+    assert (company_dir / CREDENTIALS_FILE).stat().st_mode & 0o777 == 0o600
+    assert (company_dir / "outbox.jsonl").exists() is False or \
+        (company_dir / "outbox.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_invalid_company_id_is_rejected_and_creates_nothing(board):
+    for bad in ("", "a" * 51, "../etc", "a/b", "café", "a b"):
+        with pytest.raises(InvalidInput):
+            board.session(bad)
+    assert sorted(p.name for p in board.data_dir.iterdir()) == ["supervisor.log"]
+
+
+def test_invalid_phone_is_rejected(board, waiter):
+    session = board.session("acme")
+    link(board, waiter, "acme")
+    for bad in ("", "123", "1" * 16, "abc1234567", "7900@g.us", "+7 900 12x 45 67"):
+        with pytest.raises(InvalidInput):
+            session.send(bad, "hi").get(timeout=5)
+    with pytest.raises(InvalidInput):
+        session.send("79001234567", "   ").get(timeout=5)
+    assert waiter.status("acme")["queued"] == 0
+
+
+def test_jid_recipient_is_accepted(board, waiter):
+    link(board, waiter, "acme")
+    receipt = board.session("acme").send("79001234567@s.whatsapp.net", "jid").get(timeout=5)
+    receipt.delivered.result(timeout=5)
+    assert receipt.to == "79001234567"
+
+
+# ---- the policy table ---------------------------------------------------------------
+
+def test_drop_reconnects_with_backoff(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "drop")
+    status = waiter.state("acme", "reconnecting")
+    assert "dropped" in status["lastError"] and status["nextRetryAt"] and status["reconnectAttempts"] == 1
+    status = waiter.state("acme", "connected")
+    assert status["phoneNumber"] == "+79990001122"
+    assert board.network.max_seen("acme") == 1
+
+
+def test_logged_out_deletes_credentials_and_never_reconnects(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "logout")
+    status = waiter.state("acme", "logged_out")
+    assert "logged out" in status["lastError"]
+    assert not (board.data_dir / "acme" / CREDENTIALS_FILE).exists()
+    _assert_stays(waiter, "acme", "logged_out", FAST_BACKOFF.worst_case_total())
+    assert board.network.live_count("acme") == 0
+    # the next start shows a new QR
+    board.session("acme").start().get(timeout=5)
+    waiter.state("acme", "qr")
+
+
+def test_replaced_goes_to_conflict_and_does_not_fight_back(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "replace")
+    status = waiter.state("acme", "conflict")
+    assert "replaced" in status["lastError"]
+    _assert_stays(waiter, "acme", "conflict", FAST_BACKOFF.worst_case_total())
+    assert board.network.connections()["accounts"]["79990001122"]["live"] == 1   # the other client keeps it
+    # the operator takes it back
+    board.session("acme").reconnect().get(timeout=5)
+    waiter.state("acme", "connected")
+
+
+def test_temporary_ban_retries_once_the_ban_ends(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "ban", seconds=0.4)
+    status = waiter.state("acme", "banned")
+    assert status["nextRetryAt"] and "banned" in status["lastError"]
+    with pytest.raises(SessionUnavailable) as refused:
+        board.session("acme").send("79001234567", "during ban").get(timeout=5)
+    assert refused.value.retry_after_ms > 0
+    waiter.state("acme", "connected", timeout=5)
+
+
+def test_refused_connects_back_off_and_give_up_at_max_attempts(board, waiter):
+    link(board, waiter, "acme")
+    attempts = []
+    board.on_event(lambda e: attempts.append((time.monotonic(), e.data["attempt"])),
+                   kinds=("state",), company_id="acme")
+    board.network.fault("acme", "refuse", seconds=60)
+    status = waiter.state("acme", "failed", timeout=10)
+    assert "gave up after 5 reconnect attempts" in status["lastError"]
+    assert "refused" in status["lastError"]
+    assert board.network.live_count("acme") == 0
+    # recovery is an operator decision
+    board.network.fault("acme", "refuse", seconds=0)
+    _assert_stays(waiter, "acme", "failed", 0.3)
+    board.session("acme").reconnect().get(timeout=5)
+    assert waiter.state("acme", "connected")["reconnectAttempts"] == 0
+
+
+def test_backoff_resets_after_a_stable_connection(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "drop")
+    waiter.state("acme", "reconnecting")
+    status = waiter.state("acme", "connected")
+    assert status["reconnectAttempts"] == 1
+    waiter.until("acme", lambda s: s["reconnectAttempts"] == 0, timeout=FAST_BACKOFF.stable_after + 2)
+
+
+def test_flapping_connection_keeps_growing_backoff(board, waiter):
+    """Drops faster than the stability period do not reset the attempt counter."""
+    link(board, waiter, "acme")
+    for expected in (1, 2, 3):
+        board.network.fault("acme", "drop")
+        assert waiter.state("acme", "reconnecting")["reconnectAttempts"] == expected
+        waiter.state("acme", "connected")
+
+
+def test_qr_exhausted_stops_with_qr_expired(board_factory):
+    board = board_factory(make_network(qr_first=0.1, qr_next=0.05, qr_count=3))
+    w = StateWaiter(board)
+    codes = []
+    board.on_event(lambda e: codes.append(e.data["code"]), kinds=("qr",))
+    board.session("acme").start().get(timeout=5)
+    status = w.state("acme", "stopped")
+    assert status["lastError"] == "QR expired"
+    board.bus.flush()
+    assert len(set(codes)) == 3                      # the codes rotated before running out
+    board.session("acme").start().get(timeout=5)
+    w.state("acme", "qr")
+    w.close()
+
+
+def test_connect_failure_not_retryable_fails_with_reason(board_factory, tmp_path):
+    transport = ScriptedTransport([ConnectFailure("client outdated (405)", retryable=False)])
+    board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
+    w = StateWaiter(board)
+    board.session("acme").start().get(timeout=5)
+    status = w.state("acme", "failed")
+    assert status["lastError"] == "client outdated (405)"
+    assert transport.opened == 1
+    w.close()
+
+
+def test_child_process_died_is_retryable(board_factory, tmp_path):
+    transport = ScriptedTransport([Disconnected("session process exited with code -9", retryable=True),
+                                   QrCode("2@x", 60)])
+    board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
+    w = StateWaiter(board)
+    board.session("acme").start().get(timeout=5)
+    w.state("acme", "qr")
+    assert transport.opened == 2
+
+
+def test_stale_retry_timer_is_ignored(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "refuse", seconds=60)
+    waiter.state("acme", "reconnecting")
+    board.session("acme").stop().get(timeout=5)
+    _assert_stays(waiter, "acme", "stopped", FAST_BACKOFF.cap * 2)
+    assert board.network.live_count("acme") == 0
+
+
+def test_start_is_idempotent(board, waiter):
+    link(board, waiter, "acme")
+    for _ in range(3):
+        assert board.session("acme").start().get(timeout=5)["status"] == "connected"
+    assert board.network.max_seen("acme") == 1
+
+
+def test_stop_keeps_credentials_and_start_reconnects_without_qr(board, waiter):
+    link(board, waiter, "acme")
+    board.session("acme").stop().get(timeout=5)
+    assert waiter.state("acme", "stopped")["lastError"] is None
+    assert board.network.live_count("acme") == 0
+    board.session("acme").start().get(timeout=5)
+    waiter.state("acme", "connected")
+
+
+def test_logout_by_request_unlinks_and_deletes_credentials(board, waiter):
+    link(board, waiter, "acme")
+    board.session("acme").logout().get(timeout=5)
+    waiter.until("acme", lambda s: s["status"] == "logged_out" and s["phoneNumber"] is None)
+    waiter.until("acme", lambda s: not (board.data_dir / "acme" / CREDENTIALS_FILE).exists())
+    assert board.network.connections()["accounts"] == {}
+
+
+def test_every_status_is_a_documented_state(board, waiter):
+    link(board, waiter, "acme")
+    assert waiter.status("acme")["status"] in STATES
+    assert set(waiter.status("acme")) == {
+        "companyId", "status", "connected", "phoneNumber", "connectedAt", "lastError", "reconnectAttempts",
+        "nextRetryAt", "qrAvailable", "queued", "messagesSent", "messagesReceived"}
+
+
+# ---- sending: rate limit, outbox, idempotency ------------------------------------------
+
+def test_rate_limit_refusal_carries_retry_after(board_factory, network):
+    settings = SessionSettings(backoff=FAST_BACKOFF, rate_limit=RateLimit(3, 60.0, 2))
+    board = board_factory(network, settings=settings)
+    w = StateWaiter(board)
+    link(board, w, "acme")
+    session = board.session("acme")
+    started = time.monotonic()
+    session.send("79000000001", "1").get(timeout=5)
+    session.send("79000000001", "2").get(timeout=5)
+    with pytest.raises(RateLimited) as per_recipient:
+        session.send("79000000001", "3").get(timeout=5)
+    assert per_recipient.value.scope == "recipient"
+    session.send("79000000002", "4").get(timeout=5)
+    with pytest.raises(RateLimited) as per_company:
+        session.send("79000000003", "5").get(timeout=5)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert per_company.value.scope == "company"
+    assert 60_000 - elapsed_ms - 50 <= per_company.value.retry_after_ms <= 60_000
+    assert w.status("acme")["queued"] == 0
+    w.close()
+
+
+def test_sends_while_reconnecting_are_queued_and_delivered_in_order(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "refuse", seconds=0.3)
+    waiter.state("acme", "reconnecting")
+    session = board.session("acme")
+    receipts = [session.send("79001234567", f"m{i}").get(timeout=5) for i in range(5)]
+    assert all(r.queued for r in receipts)
+    assert waiter.status("acme")["queued"] == 5
+    for receipt in receipts:
+        receipt.delivered.result(timeout=5)
+    assert [m["text"] for m in board.network.messages("79001234567")] == [f"m{i}" for i in range(5)]
+    waiter.until("acme", lambda s: s["queued"] == 0 and s["messagesSent"] == 5)
+
+
+def test_send_refused_when_not_linked_or_stopped(board, waiter):
+    session = board.session("acme")
+    with pytest.raises(SessionUnavailable, match="stopped"):
+        session.send("79001234567", "x").get(timeout=5)
+    session.start().get(timeout=5)
+    waiter.state("acme", "qr")
+    with pytest.raises(SessionUnavailable, match="scan the QR"):
+        session.send("79001234567", "x").get(timeout=5)
+    assert waiter.status("acme")["queued"] == 0
+
+
+def test_idempotency_key_never_sends_twice(board, waiter):
+    link(board, waiter, "acme")
+    session = board.session("acme")
+    first = session.send("79001234567", "once", "order-1").get(timeout=5)
+    first.delivered.result(timeout=5)
+    again = session.send("79001234567", "once", "order-1").get(timeout=5)
+    assert again.id == first.id and again.message_id == first.delivered.result()
+    assert len(board.network.messages("79001234567")) == 1
+
+
+def test_outbox_survives_a_gateway_restart(board_factory, tmp_path):
+    network = make_network()
+    data = tmp_path / "data"
+    board = board_factory(network, data_dir=data)
+    w = StateWaiter(board)
+    link(board, w, "acme")
+    network.fault("acme", "refuse", seconds=0.5)
+    w.state("acme", "reconnecting")
+    receipt = board.session("acme").send("79001234567", "kept").get(timeout=5)
+    assert receipt.queued
+    w.close()
+    board.stop()
+    assert network.messages("79001234567") == []
+    board2 = board_factory(network, data_dir=data)      # restores the running session
+    w2 = StateWaiter(board2)
+    w2.until("acme", lambda s: s["status"] == "connected" and s["queued"] == 0, timeout=5)
+    assert [m["text"] for m in network.messages("79001234567")] == ["kept"]
+    w2.close()
+
+
+def test_disk_full_refuses_the_send_and_keeps_nothing(board, waiter, monkeypatch):
+    from switchboard.actors import journal
+
+    link(board, waiter, "acme")
+
+    def full(self, record):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(journal.Journal, "append", full)
+    from switchboard.actors.session import OutboxUnavailable
+    with pytest.raises(OutboxUnavailable, match="No space left"):
+        board.session("acme").send("79001234567", "x").get(timeout=5)
+    assert waiter.status("acme")["queued"] == 0
+    assert board.network.messages("79001234567") == []
+
+
+def test_torn_outbox_line_is_skipped_on_recovery(tmp_path):
+    from switchboard.actors.outbox import Outbox, OutboxEntry
+    path = tmp_path / "outbox.jsonl"
+    box = Outbox(path)
+    box.add(OutboxEntry(id="a", to="7900", jid="7900@s.whatsapp.net", text="one"))
+    box.add(OutboxEntry(id="b", to="7900", jid="7900@s.whatsapp.net", text="two"))
+    box.done("a", "3EB0")
+    box.close()
+    with open(path, "ab") as f:
+        f.write(b'{"op":"add","id":"c","to":"79')        # crash mid-write
+    assert [e.id for e in Outbox(path).pending()] == ["b"]
+
+
+def test_inbound_duplicates_are_delivered_once(board, waiter):
+    link(board, waiter, "acme")
+    seen = []
+    board.on_message(lambda m: seen.append(m.id))
+    for _ in range(3):
+        board.network.deliver_inbound("acme", "79001234567", "hi", message_id="3EB0DUP")
+    board.network.deliver_inbound("acme", "79001234567", "other", message_id="3EB0OTHER")
+    waiter.until("acme", lambda s: s["messagesReceived"] == 2)
+    board.bus.flush()
+    assert seen == ["3EB0DUP", "3EB0OTHER"]
+
+
+def test_offline_inbound_is_delivered_on_reconnect(board, waiter):
+    link(board, waiter, "acme")
+    board.session("acme").stop().get(timeout=5)
+    board.network.deliver_inbound("acme", "79001234567", "while away")
+    board.session("acme").start().get(timeout=5)
+    waiter.until("acme", lambda s: s["status"] == "connected" and s["messagesReceived"] == 1)
+
+
+def test_ownership_lock_keeps_a_second_gateway_off_the_company(board_factory, tmp_path):
+    network = make_network()
+    data = tmp_path / "shared"
+    first = board_factory(network, data_dir=data)
+    w1 = StateWaiter(first)
+    link(first, w1, "acme")
+    second = board_factory(network, data_dir=data, restore=False)
+    w2 = StateWaiter(second)
+    second.session("acme").start().get(timeout=5)
+    status = w2.state("acme", "failed")
+    assert "another process holds this company" in status["lastError"]
+    assert network.max_seen("acme") == 1
+    assert w1.status("acme")["status"] == "connected"
+    w1.close()
+    w2.close()
+
+
+def test_session_json_records_desired_state(board, waiter):
+    link(board, waiter, "acme")
+    saved = json.loads((board.data_dir / "acme" / "session.json").read_text())
+    assert saved == {"desired": "running", "phone": "79990001122"}
+    board.session("acme").stop().get(timeout=5)
+    assert json.loads((board.data_dir / "acme" / "session.json").read_text())["desired"] == "stopped"
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def _assert_stays(waiter: StateWaiter, company_id: str, state: str, seconds: float) -> None:
+    """The session is in `state` and no state event leaves it for `seconds`."""
+    left = threading.Event()
+    waiter.board.bus.flush()          # events from before this call are not "leaving"
+    unsubscribe = waiter.board.on_event(lambda e: e.data.get("state") != state and left.set(),
+                                        kinds=("state",), company_id=company_id)
+    try:
+        assert waiter.status(company_id)["status"] == state
+        assert not left.wait(seconds), f"{company_id} left {state}"
+    finally:
+        unsubscribe()
+
+
+class ScriptedConnection:
+    def __init__(self, transport, emit):
+        self.transport, self.emit, self.closed = transport, emit, False
+
+    def open(self):
+        self.transport.opened += 1
+        if self.transport.script:
+            self.emit(self.transport.script.pop(0))
+
+    def close(self):
+        self.closed = True
+
+    def alive(self):
+        return not self.closed
+
+    def send_text(self, jid, text):
+        raise AssertionError("not used")
+
+    pair_phone = logout = send_text
+
+
+class ScriptedTransport:
+    """Each connection emits the next scripted event when opened."""
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script, self.opened = list(script), 0
+
+    def connect(self, company_id, company_dir, emit):
+        return ScriptedConnection(self, emit)
+
+    def forget(self, company_id, company_dir):
+        pass
+
+    def close(self):
+        pass
