@@ -60,6 +60,7 @@ class SimulatedNetwork:
         self._clock = clock
         self._lock = threading.RLock()
         self._devices: dict[str, _Device] = {}
+        self._by_phone: dict[str, list[_Device]] = {}
         self._company_device: dict[str, str] = {}
         self._pending_qr: dict[str, SimulatedConnection] = {}
         self._pair_phone: dict[str, str] = {}
@@ -85,11 +86,12 @@ class SimulatedNetwork:
                 old.removed = True
             device = _Device(id=secrets.token_hex(8), company_id=company_id, phone=phone)
             self._devices[device.id] = device
+            self._by_phone.setdefault(phone, []).append(device)
             self._company_device[company_id] = device.id
             del self._pending_qr[company_id]
             self._pair_phone.pop(company_id, None)
             conn._write_credentials(device)
-            device.live = conn
+            device.live, conn._device = conn, device
             conn._state = "connected"
             conn._emit(Paired(phone))
             conn._emit(Connected(phone))
@@ -212,7 +214,7 @@ class SimulatedNetwork:
             if device.live is not None and device.live is not conn:
                 device.live._die(Replaced())
             device.foreign_live = False
-            device.live = conn
+            device.live, conn._device = conn, device
             conn._state = "connected"
             conn._emit(Connected(device.phone))
             offline, device.offline = device.offline, []
@@ -240,9 +242,8 @@ class SimulatedNetwork:
         self._live.get(conn.company_id, set()).discard(conn)
         if self._pending_qr.get(conn.company_id) is conn:
             del self._pending_qr[conn.company_id]
-        for device in self._devices.values():
-            if device.live is conn:
-                device.live = None
+        if conn._device is not None and conn._device.live is conn:
+            conn._device.live = None
 
     def _live_connection(self, company_id: str) -> SimulatedConnection | None:
         return next(iter(self._live.get(company_id, ())), None)
@@ -250,16 +251,16 @@ class SimulatedNetwork:
     def _send(self, conn: SimulatedConnection, jid: str, text: str) -> Future:
         future: Future = Future()
         with self._lock:
-            device = next((d for d in self._devices.values() if d.live is conn), None)
-            if conn._state != "connected" or device is None:
+            device = conn._device
+            if conn._state != "connected" or device is None or device.live is not conn:
                 future.set_exception(SendError("not connected", retryable=True))
                 return future
             to = jid_to_phone(jid)
             message_id = self._message_id()
             self._received.setdefault(to, []).append(
                 {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time()})
-            for target in self._devices.values():
-                if target.phone == to and not target.removed:
+            for target in self._by_phone.get(to, ()):
+                if not target.removed:
                     self._deliver(target, IncomingMessage(id=message_id, chat=f"{device.phone}@{USER_SERVER}",
                                                           phone=device.phone, text=text, timestamp=time.time()))
             latency = self.send_latency + self._faults.get(conn.company_id, _NO_FAULTS).latency
@@ -282,9 +283,8 @@ class SimulatedNetwork:
 
     def _logout(self, conn: SimulatedConnection) -> None:
         with self._lock:
-            for device in self._devices.values():
-                if device.live is conn:
-                    device.removed = True
+            if conn._device is not None and conn._device.live is conn:
+                conn._device.removed = True
             conn._die(None)
 
     def _message_id(self) -> str:
@@ -308,6 +308,7 @@ class SimulatedConnection:
         self.company_dir = Path(company_dir)
         self._emit_fn = emit
         self._state = "new"        # new | opening | qr | connected | dead | closed
+        self._device: _Device | None = None
 
     def open(self) -> None:
         with self.network._lock:
