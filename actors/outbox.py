@@ -97,7 +97,8 @@ class Outbox:
         # message: the entry is simply still pending in the file.
         try:
             self._journal.append(record)
-            if self._journal.records_written >= COMPACT_EVERY:
+            # Compact once the dead records outweigh the live ones, never on every write.
+            if self._journal.records_written >= COMPACT_EVERY + 2 * (len(self._pending) + len(self._keys)):
                 self._compact()
         except OSError:
             pass

@@ -54,6 +54,7 @@ class SessionSettings:
     connect_timeout: float = 90.0      # `starting` longer than this counts as a failed attempt
     logout_timeout: float = 10.0
     fsync: bool = False                # fsync every outbox write (survive power loss, slower)
+    max_queued: int = 1000             # pending sends per company before new ones are refused
 
 
 @dataclasses.dataclass
@@ -314,6 +315,9 @@ class SessionActor(pykka.ThreadingActor):
                 return self._receipt_for_known(known, phone)
         if self._state != "connected" and self._state not in RECOVERING:
             raise SessionUnavailable(self._refusal(), state=self._state, retry_after_ms=self._retry_after_ms())
+        if len(self._outbox) >= self._settings.max_queued:
+            raise SessionUnavailable(f"outbox full: {len(self._outbox)} messages wait for the connection",
+                                     state=self._state, retry_after_ms=5000)
         self._limiter.acquire(phone)
         entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=phone_to_jid(phone), text=text, key=idempotency_key)
         try:
@@ -368,7 +372,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ConnEvent):
-            if message.generation == self._gen and self._conn is not None:
+            if isinstance(message.event, (IncomingMessage, Receipt)):
+                # Whatever a closing connection still received is real traffic: keep it
+                # (duplicates are dropped by message id).
+                self._on_connection_event(message.event)
+            elif message.generation == self._gen and self._conn is not None:
                 self._on_connection_event(message.event)
         elif isinstance(message, SendDone):
             self._on_send_done(message)

@@ -31,6 +31,7 @@ class RestartPolicy:
     max_restarts: int = 5          # per company ...
     period: float = 60.0           # ... within this many seconds, else the company is parked
     sweep_interval: float = 2.0    # safety net: find actors that died without reporting
+    shutdown_timeout: float = 30.0 # every session must have stopped by then
 
 
 class Directory:
@@ -102,14 +103,19 @@ class Supervisor(pykka.ThreadingActor):
         self._ctx.scheduler.call_later(self._policy.sweep_interval, self._tell, Sweep())
 
     def on_stop(self) -> None:
-        """Stop every session, newest first, each within a bounded time."""
+        """Stop every session at once (each closes its connection in parallel), then
+        wait for all of them within one overall deadline."""
+        stopping = []
         for company_id in reversed(self._order):
             child = self._children.get(company_id)
             if child is None or child.ref is None:
                 continue
             child.status = "stopping"
+            stopping.append((company_id, child.ref.stop(block=False)))
+        deadline = time.monotonic() + self._policy.shutdown_timeout
+        for company_id, future in stopping:
             try:
-                child.ref.stop(block=True, timeout=15)
+                future.get(timeout=max(0.1, deadline - time.monotonic()))
             except pykka.Timeout:
                 log.error("session %s did not stop in time (its thread is leaked)", company_id)
         self._children.clear()
