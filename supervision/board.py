@@ -26,6 +26,7 @@ from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
 
 from .events import Event, EventBus
 from .supervisor import Directory, RestartPolicy, Supervisor
+from .webhooks import WebhookConfig, WebhookSink
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class Switchboard:
     def __init__(self, data_dir: str | Path = "data", transport: str | Transport = "simulated", *,
                  settings: SessionSettings | None = None, restart_policy: RestartPolicy | None = None,
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
-                 restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None) -> None:
+                 restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
+                 webhook: WebhookConfig | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -130,6 +132,8 @@ class Switchboard:
         self.ctx: SessionContext | None = None
         self._supervisor: pykka.ActorRef | None = None
         self.started_at: float | None = None
+        self.webhook_config = webhook
+        self.webhooks: WebhookSink | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -137,6 +141,9 @@ class Switchboard:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scheduler = Scheduler()
         self.bus = EventBus(self.data_dir / "supervisor.log")
+        if self.webhook_config is not None:
+            self.webhooks = WebhookSink(self.webhook_config, self.data_dir)
+            self.bus.subscribe(self.webhooks)
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish)
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
@@ -157,6 +164,8 @@ class Switchboard:
         if self.bus is not None:
             self.bus.publish(None, "gateway", {"action": "stopped"})
             self.bus.close()
+        if self.webhooks is not None:
+            self.webhooks.close()       # what is still pending stays journaled for the next start
         if self.scheduler is not None:
             self.scheduler.stop()
 

@@ -11,6 +11,8 @@ from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.session import SessionSettings
 
+from .webhooks import DEFAULT_KINDS, WebhookConfig
+
 
 class ConfigError(ValueError):
     pass
@@ -36,6 +38,9 @@ class Config:
     go_log_level: str = "WARNING"
     fsync: bool = False
     http_threads: int = 16
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_events: str | None = None          # comma-separated event kinds; default: see webhooks.py
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -60,6 +65,7 @@ class Config:
             "SWITCHBOARD_TRANSPORT": "transport", "SWITCHBOARD_HOST": "host",
             "SWITCHBOARD_DEVICE_NAME": "device_name", "WHATSAPP_PROXY": "proxy",
             "SWITCHBOARD_GO_LOG_LEVEL": "go_log_level",
+            "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -81,6 +87,15 @@ class Config:
                 raise ConfigError(f"{field} must be positive")
         if self.proxy and not self.proxy.startswith(("http://", "https://", "socks5://")):
             raise ConfigError("proxy must start with http://, https:// or socks5://")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("WEBHOOK_URL must start with http:// or https://")
+
+    def webhook_config(self) -> WebhookConfig | None:
+        if not self.webhook_url:
+            return None
+        kinds = tuple(k.strip() for k in self.webhook_events.split(",") if k.strip()) if self.webhook_events \
+            else DEFAULT_KINDS
+        return WebhookConfig(url=self.webhook_url, secret=self.webhook_secret, kinds=kinds)
 
     def session_settings(self) -> SessionSettings:
         return SessionSettings(
