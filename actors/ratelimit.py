@@ -51,6 +51,16 @@ class SlidingWindowLimiter:
         if len(self._recipients) > 4 * self.limit.max_messages:
             self._forget_idle(horizon)
 
+    def acquire_unchecked(self, recipient: str) -> None:
+        """Record a send another authority (Redis) already allowed."""
+        now = self._clock()
+        self._company.append(now)
+        self._recipients.setdefault(recipient, collections.deque()).append(now)
+        horizon = now - self.limit.window
+        self._prune(self._company, horizon)
+        if len(self._recipients) > 4 * self.limit.max_messages:
+            self._forget_idle(horizon)
+
     def _retry_after_ms(self, log: collections.deque[float], now: float) -> int:
         return max(1, math.ceil((log[0] + self.limit.window - now) * 1000))
 

@@ -67,6 +67,13 @@ class SessionContext:
     publish: Callable[[str, str, dict[str, Any]], None]          # (company_id, kind, data)
     snapshots: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    # company id, limits -> limiter; in-memory unless Redis is configured
+    limiter_factory: Callable[[str, RateLimit], Any] | None = None
+
+    def make_limiter(self, company_id: str) -> Any:
+        if self.limiter_factory is None:
+            return SlidingWindowLimiter(self.settings.rate_limit)
+        return self.limiter_factory(company_id, self.settings.rate_limit)
 
     def company_dir(self, company_id: str) -> Path:
         return self.data_dir / validate_company_id(company_id)
@@ -199,7 +206,7 @@ class SessionActor(pykka.ThreadingActor):
         self._reconnects: dict[str, int] = {}
         self._exit_reported = False
         self._health_token = 0
-        self._limiter = SlidingWindowLimiter(self._settings.rate_limit)
+        self._limiter = ctx.make_limiter(self.company_id)
         self._lock: OwnershipLock | None = None
         self._outbox: Outbox | None = None
         self._seen: SeenIds | None = None

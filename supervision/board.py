@@ -117,7 +117,7 @@ class Switchboard:
                  settings: SessionSettings | None = None, restart_policy: RestartPolicy | None = None,
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
-                 webhook: WebhookConfig | None = None) -> None:
+                 webhook: WebhookConfig | None = None, redis_url: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -133,6 +133,8 @@ class Switchboard:
         self._supervisor: pykka.ActorRef | None = None
         self.started_at: float | None = None
         self.webhook_config = webhook
+        self.redis_url = redis_url
+        self.redis = None
         self.webhooks: WebhookSink | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -144,7 +146,8 @@ class Switchboard:
         if self.webhook_config is not None:
             self.webhooks = WebhookSink(self.webhook_config, self.data_dir)
             self.bus.subscribe(self.webhooks)
-        self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish)
+        self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
+                                  limiter_factory=self._redis_limiter_factory())
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
         self.bus.publish(None, "gateway", {"action": "started", "transport": self.transport.name})
@@ -168,12 +171,24 @@ class Switchboard:
             self.webhooks.close()       # what is still pending stays journaled for the next start
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.redis is not None:
+            self.redis.close()
 
     def __enter__(self) -> Switchboard:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _redis_limiter_factory(self):
+        if not self.redis_url:
+            return None
+        import redis
+
+        from switchboard.actors.redis_limiter import RedisLimiter
+        # Short timeouts: an actor asks Redis on its own thread and must not hang on it.
+        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        return lambda company_id, limit: RedisLimiter(self.redis, company_id, limit)
 
     @property
     def supervisor(self):
