@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 STATES = ("stopped", "starting", "qr", "connected", "reconnecting", "failed", "logged_out", "conflict", "banned")
 # States from which the session comes back by itself: a send is queued, not refused.
 RECOVERING = ("starting", "reconnecting")
+# States a session stays in until someone acts; remembered across actor restarts.
+RESTING = ("stopped", "failed", "logged_out", "conflict")
 MAX_TEXT = 65536
 SEND_RETRIES = 5
 
@@ -55,6 +57,7 @@ class SessionSettings:
     logout_timeout: float = 10.0
     fsync: bool = False                # fsync every outbox write (survive power loss, slower)
     max_queued: int = 1000             # pending sends per company before new ones are refused
+    send_timeout: float = 60.0         # a send with no answer this long is tried again
 
 
 @dataclasses.dataclass
@@ -200,6 +203,7 @@ class SessionActor(pykka.ThreadingActor):
         self._timer_token = 0
         self._opened_at = 0.0
         self._in_flight: str | None = None
+        self._in_flight_since = 0.0
         self._waiters: dict[str, Future] = {}
         self._sent = 0
         self._received = 0
@@ -225,6 +229,10 @@ class SessionActor(pykka.ThreadingActor):
                 self._enter("failed", self._parked_reason)
             elif saved.get("desired") == "running":
                 self._open()
+            elif saved.get("state") in RESTING:
+                # A restarted actor still knows why it is down (conflict, logged out, ...).
+                self._state, self._last_error = saved["state"], saved.get("lastError")
+                self._publish_snapshot()
             else:
                 self._publish_snapshot()
             self._schedule_health()
@@ -545,15 +553,20 @@ class SessionActor(pykka.ThreadingActor):
         elif self._state == "starting" and time.monotonic() - self._opened_at > self._settings.connect_timeout:
             self._close_conn()
             self._schedule_retry(f"connect timed out after {self._settings.connect_timeout:g} s")
-        elif self._state == "connected" and self._outbox and self._in_flight is None:
+        elif self._state == "connected" and self._outbox:
+            if self._in_flight is not None and time.monotonic() - self._in_flight_since > self._settings.send_timeout:
+                log.warning("[%s] send %s got no answer in %g s; trying again", self.company_id, self._in_flight,
+                            self._settings.send_timeout)
+                self._in_flight = None
             self._pump()
 
     def _cancel_timers(self) -> None:
         self._timer_token += 1
 
     def _close_conn(self) -> None:
+        # _in_flight stays: that send may still succeed, and sending it again on the next
+        # connection would deliver it twice. Its future always resolves (or times out).
         conn, self._conn = self._conn, None
-        self._in_flight = None
         self._qr = None
         if conn is not None:
             try:
@@ -574,7 +587,7 @@ class SessionActor(pykka.ThreadingActor):
         entry = self._outbox.head()
         if entry is None:
             return
-        self._in_flight = entry.id
+        self._in_flight, self._in_flight_since = entry.id, time.monotonic()
         gen, entry_id = self._gen, entry.id
         try:
             future = self._conn.send_text(entry.jid, entry.text)
@@ -606,7 +619,9 @@ class SessionActor(pykka.ThreadingActor):
         retryable = getattr(error, "retryable", True)
         entry.attempts += 1
         if retryable and entry.attempts < SEND_RETRIES:
-            if done.generation == self._gen and self._state == "connected":
+            if done.generation != self._gen:
+                self._pump()          # it failed with the old connection; the new one may be up
+            elif self._state == "connected":
                 self._ctx.scheduler.call_later(min(30.0, 2.0 ** entry.attempts), self._tell,
                                                TimerFired("pump", self._timer_token))
             return
@@ -659,6 +674,8 @@ class SessionActor(pykka.ThreadingActor):
         self._last_error = error
         if state != "connected":
             self._connected_at = None if state != "reconnecting" else self._connected_at
+        if state in RESTING:
+            self._save(state=state, lastError=error)
         self._publish_snapshot()     # before the event, so a woken subscriber sees the new state
         if previous != state or state in ("reconnecting", "failed"):
             self._ctx.publish(self.company_id, "state", {"state": state, "previous": previous, "error": error,

@@ -51,6 +51,16 @@ def test_crashed_actor_is_restarted_and_reconnects(board, waiter):
     assert board.network.max_seen("acme") == 1          # the dead actor's connection was closed first
 
 
+def test_restarted_actor_remembers_why_it_is_down(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "replace")
+    waiter.state("acme", "conflict")
+    crash(board, "acme")
+    wait_for_event(board, "spawned", "acme")
+    status = waiter.state("acme", "conflict")
+    assert "replaced" in status["lastError"]
+
+
 def test_restarted_actor_recovers_the_outbox(board, waiter):
     link(board, waiter, "acme")
     board.network.fault("acme", "refuse", seconds=0.5)
