@@ -291,8 +291,9 @@ def child_main(cfg: dict, conn: Any) -> None:
                   "event": ctypes.string_at(status).decode("utf-8", "replace")})
 
     db_path = cfg["db_path"]
-    if os.path.exists(db_path):
-        os.chmod(db_path, 0o600)
+    for suffix in ("", "-wal", "-shm", "-journal"):   # a store made before the umask rule
+        if os.path.exists(db_path + suffix):
+            os.chmod(db_path + suffix, 0o600)
     uuid = f"{company}#{cfg.get('generation', 0)}#{secrets.token_hex(4)}"   # unique per child
     props = DeviceProps(os=cfg.get("device_name") or "Switchboard",
                         platformType=DeviceProps.CHROME)

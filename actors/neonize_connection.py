@@ -183,16 +183,23 @@ class _Spawner:
     PR_SET_PDEATHSIG (set in the child) fires when the *thread* that forked the child
     exits, not the process; children forked by a short-lived thread (a timer, a stopped
     actor's) would be killed with it.
+
+    Children started here also skip spawn's re-import of the parent's __main__: the
+    gateway's entry point pulls in bottle, waitress, redis... (about +20 MB USS per child,
+    measured), and an embedding script without an `if __name__ == "__main__"` guard would
+    run again in every child. Our child targets live in importable modules, not __main__.
     """
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._local = threading.local()
 
     def start(self, proc: Any) -> None:
         with self._lock:
             if self._thread is None:
+                _install_lean_preparation(self._local)
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="neonize-spawner")
                 self._thread.start()
@@ -203,11 +210,35 @@ class _Spawner:
     def _run(self) -> None:
         while True:
             proc, done = self._queue.get()
+            target = getattr(proc, "_target", None)
+            self._local.lean = getattr(target, "__module__", "__main__") != "__main__"
             try:
                 proc.start()
                 done.set_result(None)
             except BaseException as exc:          # noqa: BLE001 - handed to the caller
                 done.set_exception(exc)
+            finally:
+                self._local.lean = False
+
+
+def _install_lean_preparation(local: threading.local) -> None:
+    """Wrap multiprocessing.spawn.get_preparation_data so that, on the spawner thread only,
+    the child is not told to re-import the parent's __main__."""
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+    if getattr(original, "_switchboard_lean", False):
+        return
+
+    def get_preparation_data(name: str) -> dict:
+        data = original(name)
+        if getattr(local, "lean", False):
+            data.pop("init_main_from_name", None)
+            data.pop("init_main_from_path", None)
+        return data
+
+    get_preparation_data._switchboard_lean = True   # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
 
 
 _timers = _Timers()
@@ -224,7 +255,10 @@ class NeonizeConnection:
                  device_name: str = "Switchboard", proxy: str | None = None,
                  go_log_level: str = "WARNING", stop_grace: float = 3.0,
                  connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT, generation: int | None = None) -> None:
+                 command_timeout: float = COMMAND_TIMEOUT, generation: int | None = None,
+                 child_target: Callable[[dict, Any], None] | None = None) -> None:
+        """`child_target` replaces the neonize child (tests use it to get a child that
+        ignores "stop" and SIGTERM); it must be importable by name in a spawned process."""
         self.company_id = company_id
         self.company_dir = Path(company_dir)
         self.db_path = self.company_dir.resolve() / DB_NAME
@@ -236,6 +270,7 @@ class NeonizeConnection:
         self._grace = float(stop_grace)
         self._connect_deadline = connect_deadline
         self._command_timeout = float(command_timeout)
+        self._child_target = child_target or _child_entry
 
         # _lock guards the state below and is held while calling emit, so that close()
         # (which sets _closed under it) is a barrier: no event after close() returns.
@@ -279,10 +314,11 @@ class NeonizeConnection:
                    "db_path": str(self.db_path), "device_name": self._device_name,
                    "proxy": self._proxy, "go_log_level": self._go_log_level,
                    "parent_pid": os.getpid()}
+            parent_end = None
             try:
                 _ensure_private_dir(self.company_dir)
                 parent_end, child_end = _CTX.Pipe(duplex=True)
-                proc = _CTX.Process(target=_child_entry, args=(cfg, child_end),
+                proc = _CTX.Process(target=self._child_target, args=(cfg, child_end),
                                     name=f"wa-{self.company_id}#{self.generation}", daemon=True)
                 try:
                     _spawner.start(proc)
@@ -290,6 +326,8 @@ class NeonizeConnection:
                     child_end.close()           # else the parent keeps the pipe open: no EOF
             except Exception as exc:
                 log.exception("company %s: could not start the session process", self.company_id)
+                if parent_end is not None:
+                    parent_end.close()
                 with self._lock:
                     self._final = self._exited = True
                     self._emit(Disconnected(reason=f"could not start session process: {exc}",
@@ -362,7 +400,12 @@ class NeonizeConnection:
                 problem = "not connected"
         if problem:
             return _failed(SendError(problem, retryable=True))
-        return self._request("logout", {}, lambda result: None)
+        return self._request("logout", {}, self._logged_out_by_us)
+
+    def _logged_out_by_us(self, _result: dict) -> None:
+        # whatsmeow disconnects and deletes the store, and sends no event about it.
+        with self._lock:
+            self._connected = False
 
     def _unavailable(self) -> str | None:
         if self._closed:
