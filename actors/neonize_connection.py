@@ -40,7 +40,6 @@ After a final event the child is ended in the background; after close() nothing 
 """
 from __future__ import annotations
 
-import heapq
 import importlib
 import itertools
 import logging
@@ -59,6 +58,7 @@ from urllib.parse import urlsplit
 from .connection import (ConnectFailure, Connected, ConnectionEvent, Disconnected, EmitFn,
                          IncomingMessage, LoggedOut, Paired, QrCode, QrExhausted, Receipt,
                          Replaced, SendError, TemporaryBan)
+from .scheduler import Scheduler, TimerHandle
 
 log = logging.getLogger("switchboard.neonize")
 
@@ -128,53 +128,18 @@ def _exit_text(code: int | None) -> str:
     return str(code)
 
 
-class _Timer:
-    __slots__ = ("when", "fn", "cancelled")
-
-    def __init__(self, when: float, fn: Callable[[], None]) -> None:
-        self.when, self.fn, self.cancelled = when, fn, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
+_timers_lock = threading.Lock()
+_timers_instance: Scheduler | None = None
 
 
-class _Timers:
-    """One daemon thread runs every deadline of every connection (command replies, connect
-    deadline, QR stall), instead of a thread per command. Callbacks must be quick."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Timer]] = []
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(time.monotonic() + delay, fn)
-        with self._cond:
-            heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="neonize-timers")
-                self._thread.start()
-            self._cond.notify()
-        return timer
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    while self._heap and self._heap[0][2].cancelled:
-                        heapq.heappop(self._heap)
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        timer = heapq.heappop(self._heap)[2]
-                        break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            if not timer.cancelled:
-                try:
-                    timer.fn()
-                except Exception:
-                    log.exception("neonize timer callback failed")
+def _timers() -> Scheduler:
+    """One timer thread for every deadline of every connection (command replies, connect
+    deadline, QR stall), started on first use."""
+    global _timers_instance
+    with _timers_lock:
+        if _timers_instance is None:
+            _timers_instance = Scheduler("neonize-timers")
+        return _timers_instance
 
 
 class _Spawner:
@@ -241,7 +206,6 @@ def _install_lean_preparation(local: threading.local) -> None:
     spawn.get_preparation_data = get_preparation_data
 
 
-_timers = _Timers()
 _spawner = _Spawner()
 _generations = itertools.count(1)
 
@@ -281,7 +245,7 @@ class NeonizeConnection:
         self._proc: Any = None
         self._conn: Any = None
         self._reader: threading.Thread | None = None
-        self._pending: dict[int, tuple[Future, _Timer, Callable[[dict], Any]]] = {}
+        self._pending: dict[int, tuple[Future, TimerHandle, Callable[[dict], Any]]] = {}
         self._req_ids = itertools.count(1)
         self._opened = False
         self._closed = False        # close() called: emit nothing more
@@ -291,8 +255,8 @@ class NeonizeConnection:
         self._qr_count = 0
         self._phone = ""
         self._keepalive_lost = False
-        self._deadline_timer: _Timer | None = None
-        self._qr_timer: _Timer | None = None
+        self._deadline_timer: TimerHandle | None = None
+        self._qr_timer: TimerHandle | None = None
         self.pid: int | None = None
         self.exitcode: int | None = None
 
@@ -338,7 +302,7 @@ class NeonizeConnection:
                                             daemon=True, name=f"wa-reader-{self.company_id}")
             self._reader.start()
             if self._connect_deadline:
-                self._deadline_timer = _timers.call_later(self._connect_deadline,
+                self._deadline_timer = _timers().call_later(self._connect_deadline,
                                                           self._on_connect_deadline)
             log.info("company %s: session process %s started (generation %s)",
                      self.company_id, proc.pid, self.generation)
@@ -419,7 +383,7 @@ class NeonizeConnection:
     def _request(self, op: str, args: dict, convert: Callable[[dict], Any]) -> Future:
         fut: Future = Future()
         req_id = next(self._req_ids)
-        timer = _timers.call_later(self._command_timeout, lambda: self._on_command_timeout(req_id))
+        timer = _timers().call_later(self._command_timeout, lambda: self._on_command_timeout(req_id))
         with self._lock:
             if self._exited or self._closed:
                 timer.cancel()
@@ -651,7 +615,7 @@ class NeonizeConnection:
     def _arm_qr_stall(self, ttl: float) -> None:
         self._disarm_qr_stall()
         seen = self._qr_count
-        self._qr_timer = _timers.call_later(ttl + QR_STALL_SLACK, lambda: self._on_qr_stall(seen))
+        self._qr_timer = _timers().call_later(ttl + QR_STALL_SLACK, lambda: self._on_qr_stall(seen))
 
     def _disarm_qr_stall(self) -> None:
         if self._qr_timer is not None:

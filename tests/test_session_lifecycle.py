@@ -13,7 +13,7 @@ from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
 from switchboard.actors.simulated import CREDENTIALS_FILE
 
-from .conftest import FAST_BACKOFF, FAST_SETTINGS, StateWaiter, link, make_network
+from .conftest import FAST_BACKOFF, StateWaiter, link, make_network
 
 
 def test_qr_scan_connect_send_receive(board, waiter):
