@@ -182,13 +182,14 @@ class OwnershipLock:
 
 class SessionActor(pykka.ThreadingActor):
     def __init__(self, company_id: str, ctx: SessionContext, *, supervisor: pykka.ActorRef | None = None,
-                 parked_reason: str | None = None) -> None:
+                 parked_reason: str | None = None, start_delay: float = 0.0) -> None:
         super().__init__()
         self.company_id = validate_company_id(company_id)
         self._ctx = ctx
         self._settings = ctx.settings
         self._supervisor = supervisor
         self._parked_reason = parked_reason
+        self._start_delay = start_delay
         self._dir = ctx.company_dir(company_id)
         self._state = "stopped"
         self._last_error: str | None = None
@@ -227,6 +228,12 @@ class SessionActor(pykka.ThreadingActor):
             self._phone = saved.get("phone")
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
+            elif saved.get("desired") == "running" and self._start_delay > 0:
+                # After a gateway restart sessions connect one after another, not all at once.
+                self._timer_token += 1
+                self._next_retry_at = time.time() + self._start_delay
+                self._enter("reconnecting", "waiting for its turn to connect after a restart")
+                self._ctx.scheduler.call_later(self._start_delay, self._tell, TimerFired("retry", self._timer_token))
             elif saved.get("desired") == "running":
                 self._open()
             elif saved.get("state") in RESTING:

@@ -131,8 +131,9 @@ class Supervisor(pykka.ThreadingActor):
         self._spawn(_Child(company_id))
         return True
 
-    def restore(self) -> list[str]:
-        """Spawn an actor for every company that has a directory; each resumes what it was doing."""
+    def restore(self, stagger: float = 0.0) -> list[str]:
+        """Spawn an actor for every company that has a directory; each resumes what it was
+        doing, the n-th one connecting `n * stagger` seconds after the first."""
         restored = []
         if self._ctx.data_dir.is_dir():
             for path in sorted(self._ctx.data_dir.iterdir()):
@@ -141,7 +142,7 @@ class Supervisor(pykka.ThreadingActor):
                         validate_company_id(path.name)
                     except ValueError:
                         continue
-                    self._spawn(_Child(path.name))
+                    self._spawn(_Child(path.name), start_delay=len(restored) * stagger)
                     restored.append(path.name)
         return restored
 
@@ -186,12 +187,12 @@ class Supervisor(pykka.ThreadingActor):
             self._ctx.scheduler.call_later(self._policy.sweep_interval, self._tell, Sweep())
         return None
 
-    def _spawn(self, child: _Child, parked_reason: str | None = None) -> None:
+    def _spawn(self, child: _Child, parked_reason: str | None = None, start_delay: float = 0.0) -> None:
         self._children[child.company_id] = child
         if child.company_id not in self._order:
             self._order.append(child.company_id)
         child.ref = SessionActor.start(child.company_id, self._ctx, supervisor=self.actor_ref,
-                                       parked_reason=parked_reason)
+                                       parked_reason=parked_reason, start_delay=start_delay)
         child.status, child.started_at = "running", self._clock()
         self._publish_refs()
         self._ctx.publish(child.company_id, "spawned", {"attempt": child.attempt, "parked": bool(parked_reason)})

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pykka
@@ -179,6 +180,28 @@ def test_restore_resumes_only_running_sessions(board_factory, tmp_path, network)
     assert board2.company_ids() == ["rests", "runs"]
     w2.state("runs", "connected")
     assert w2.status("rests")["status"] == "stopped"
+    w2.close()
+
+
+def test_restore_can_stagger_the_connects(board_factory, tmp_path, network):
+    data = tmp_path / "data"
+    board = board_factory(network, data_dir=data)
+    w = StateWaiter(board)
+    for i in range(3):
+        link(board, w, f"c{i}", phone=f"7999000000{i}")
+    w.close()
+    board.stop()
+    connected_at = {}
+    board2 = board_factory(network, data_dir=data, restore=False, restore_stagger=0.2)
+    board2.on_event(lambda e: e.data["state"] == "connected" and connected_at.setdefault(e.company_id, time.monotonic()),
+                    kinds=("state",))
+    board2.supervisor.restore(0.2).get(timeout=5)
+    w2 = StateWaiter(board2)
+    assert w2.status("c2")["status"] == "reconnecting"          # waits for its turn, sends queue meanwhile
+    for i in range(3):
+        w2.state(f"c{i}", "connected")
+    board2.bus.flush()
+    assert connected_at["c1"] - connected_at["c0"] >= 0.15 and connected_at["c2"] - connected_at["c1"] >= 0.15
     w2.close()
 
 
