@@ -5,6 +5,7 @@ is cut back to where it was, so a torn line can never glue itself to the next re
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -19,11 +20,16 @@ class Journal:
         self.records_written = 0
 
     def read(self) -> Iterator[dict[str, Any]]:
-        """Every whole record; a torn last line (crash mid-write) is skipped."""
+        """Every whole record. A torn last line (crash or full disk mid-write) is skipped
+        and cut off, so the next append starts on a clean line."""
         self.records_written = 0
+        good_end = 0
         try:
             with open(self.path, "rb") as f:
                 for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    good_end += len(line)
                     self.records_written += 1
                     try:
                         record = json.loads(line)
@@ -31,16 +37,23 @@ class Journal:
                         continue
                     if isinstance(record, dict):
                         yield record
+            if good_end < self.path.stat().st_size:
+                os.truncate(self.path, good_end)
         except FileNotFoundError:
             return
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write one record whole, or raise OSError and leave the file as it was."""
         data = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         f = self._open()
         end = f.seek(0, os.SEEK_END)
         try:
-            f.write(data)
-            f.flush()
+            view = memoryview(data)
+            while view:
+                written = f.write(view)      # a raw file may write only part of it
+                if not written:
+                    raise OSError(errno.ENOSPC, "short write")
+                view = view[written:]
             if self._fsync:
                 os.fsync(f.fileno())
         except OSError:

@@ -170,7 +170,7 @@ class _Spawner:
                 self._thread.start()
         done: Future = Future()
         self._queue.put((proc, done))
-        done.result()
+        done.result(timeout=60)       # spawning takes well under a second; never wait forever
 
     def _run(self) -> None:
         while True:

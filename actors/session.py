@@ -127,6 +127,7 @@ class SendDone:
     generation: int
     entry_id: str
     future: Future
+    dispatch: int = 0         # which hand-over of the entry this answers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,13 +204,15 @@ class SessionActor(pykka.ThreadingActor):
         self._gen = 0
         self._timer_token = 0
         self._opened_at = 0.0
-        self._in_flight: str | None = None
+        self._in_flight: int | None = None           # the dispatch awaiting its answer
         self._in_flight_since = 0.0
         self._waiters: dict[str, Future] = {}
         self._sent = 0
         self._received = 0
         self._reconnects: dict[str, int] = {}
         self._exit_reported = False
+        self._logging_out = False
+        self._dispatches = 0
         self._health_token = 0
         self._limiter = ctx.make_limiter(self.company_id)
         self._lock: OwnershipLock | None = None
@@ -286,7 +289,7 @@ class SessionActor(pykka.ThreadingActor):
     def start_session(self) -> dict[str, Any]:
         """Connect with stored credentials, or show a QR code. Idempotent."""
         self._save(desired="running")
-        if self._state in ("stopped", "failed", "logged_out", "conflict", "banned"):
+        if self._state in RESTING:        # banned waits for its timer; reconnect overrides it
             self._attempts = 0
             self._open()
         return self.status()
@@ -294,6 +297,8 @@ class SessionActor(pykka.ThreadingActor):
     def stop_session(self) -> dict[str, Any]:
         """Close the connection and stay stopped; credentials and outbox are kept."""
         self._save(desired="stopped")
+        if self._logging_out:
+            self._finish_logout("logged out by request")
         self._close_conn()
         self._cancel_timers()
         self._next_retry_at = None
@@ -314,10 +319,11 @@ class SessionActor(pykka.ThreadingActor):
         self._save(desired="stopped")
         conn = self._conn
         if conn is not None and self._state == "connected":
-            self._timer_token += 1
-            token = self._timer_token
-            conn.logout().add_done_callback(lambda _f: self._tell(TimerFired("logout", token)))
-            self._ctx.scheduler.call_later(self._settings.logout_timeout, self._tell, TimerFired("logout", token))
+            # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
+            self._logging_out = True
+            self._cancel_timers()
+            conn.logout().add_done_callback(lambda _f: self._tell(TimerFired("logout", 0)))
+            self._ctx.scheduler.call_later(self._settings.logout_timeout, self._tell, TimerFired("logout", 0))
             self._enter("logged_out", "logged out by request")
         else:
             self._finish_logout("logged out by request")
@@ -351,6 +357,20 @@ class SessionActor(pykka.ThreadingActor):
         self._pump()
         self._publish_snapshot()
         return receipt
+
+    def discard_outbox(self, reason: str) -> int:
+        """Give up every pending send (the company is being deleted); each is reported
+        as message.failed and its receipt fails with `reason`."""
+        pending = self._outbox.pending()
+        for entry in pending:
+            self._outbox.failed(entry.id, reason)
+            self._ctx.publish(self.company_id, "message.failed", {"id": entry.id, "error": reason})
+            waiter = self._waiters.pop(entry.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(SessionUnavailable(reason, state=self._state))
+        self._in_flight = None
+        self._publish_snapshot()
+        return len(pending)
 
     def pair_phone(self, phone: str) -> Future:
         """Ask for an 8-character pairing code for `phone` (instead of scanning the QR)."""
@@ -412,6 +432,9 @@ class SessionActor(pykka.ThreadingActor):
     # ---- connection events: the policy table of the design ---------------------------
 
     def _on_connection_event(self, event: Any) -> None:
+        if self._logging_out and not isinstance(event, (IncomingMessage, Receipt)):
+            self._finish_logout(self._last_error or "logged out by request")
+            return
         if isinstance(event, IncomingMessage):
             self._on_incoming(event)
         elif isinstance(event, Receipt):
@@ -459,9 +482,12 @@ class SessionActor(pykka.ThreadingActor):
         elif isinstance(event, TemporaryBan):
             self._close_conn()
             self._timer_token += 1
-            self._next_retry_at = time.time() + event.expires_in
-            self._enter("banned", f"temporarily banned ({event.reason}) for {event.expires_in:g} s")
-            self._ctx.scheduler.call_later(event.expires_in, self._tell, TimerFired("ban_end", self._timer_token))
+            # A ban with no (or a zero) expiry must not turn into a reconnect loop.
+            policy = self._settings.backoff
+            delay = max(event.expires_in if event.expires_in > 0 else policy.cap, policy.base)
+            self._next_retry_at = time.time() + delay
+            self._enter("banned", f"temporarily banned ({event.reason}) for {delay:g} s")
+            self._ctx.scheduler.call_later(delay, self._tell, TimerFired("ban_end", self._timer_token))
         elif isinstance(event, QrExhausted):
             self._close_conn()
             self._save(desired="stopped")
@@ -479,10 +505,13 @@ class SessionActor(pykka.ThreadingActor):
     # ---- connecting, retrying, giving up ---------------------------------------------------
 
     def _open(self) -> None:
+        if self._logging_out:
+            self._finish_logout("logged out by request")
         self._close_conn()
         self._cancel_timers()
         if not self._lock.acquire():
-            self._enter("failed", "another process holds this company (owner.lock); not connecting")
+            # Another gateway, or the actor before us still closing its connection.
+            self._schedule_retry("another process holds this company (owner.lock); not connecting yet")
             return
         self._gen += 1
         gen = self._gen
@@ -512,6 +541,7 @@ class SessionActor(pykka.ThreadingActor):
         self._ctx.scheduler.call_later(delay, self._tell, TimerFired("retry", self._timer_token))
 
     def _give_up(self, reason: str) -> None:
+        self._save(desired="stopped")     # an operator decides; a restart must not retry it
         self._close_conn()
         self._cancel_timers()
         self._next_retry_at = None
@@ -519,6 +549,7 @@ class SessionActor(pykka.ThreadingActor):
         self._release_ownership()
 
     def _finish_logout(self, reason: str) -> None:
+        self._logging_out = False
         self._close_conn()
         self._cancel_timers()
         self._ctx.transport.forget(self.company_id, self._dir)
@@ -536,16 +567,18 @@ class SessionActor(pykka.ThreadingActor):
         elif timer.kind == "stable":
             if timer.token == self._gen and self._state == "connected":
                 self._attempts = 0
+        elif timer.kind == "pump":
+            if timer.token == self._gen:
+                self._pump()
+        elif timer.kind == "logout":
+            if self._logging_out:
+                self._finish_logout(self._last_error or "logged out by request")
         elif timer.token != self._timer_token:
             return   # stale: the state changed after this timer was set
         elif timer.kind == "retry" and self._state == "reconnecting":
             self._open()
         elif timer.kind == "ban_end" and self._state == "banned":
             self._open()
-        elif timer.kind == "pump":
-            self._pump()
-        elif timer.kind == "logout" and self._state == "logged_out":
-            self._finish_logout(self._last_error or "logged out by request")
 
     def _schedule_health(self) -> None:
         self._health_token += 1
@@ -594,17 +627,18 @@ class SessionActor(pykka.ThreadingActor):
         entry = self._outbox.head()
         if entry is None:
             return
-        self._in_flight, self._in_flight_since = entry.id, time.monotonic()
-        gen, entry_id = self._gen, entry.id
+        self._dispatches += 1
+        self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
+        gen, entry_id, dispatch = self._gen, entry.id, self._dispatches
         try:
             future = self._conn.send_text(entry.jid, entry.text)
         except Exception as exc:
             future = Future()
             future.set_exception(SendError(str(exc), retryable=True))
-        future.add_done_callback(lambda f: self._tell(SendDone(gen, entry_id, f)))
+        future.add_done_callback(lambda f: self._tell(SendDone(gen, entry_id, f, dispatch)))
 
     def _on_send_done(self, done: SendDone) -> None:
-        if self._in_flight == done.entry_id:
+        if self._in_flight == done.dispatch:
             self._in_flight = None
         error = done.future.exception()
         waiter = self._waiters.get(done.entry_id)
@@ -624,13 +658,13 @@ class SessionActor(pykka.ThreadingActor):
         if entry is None:
             return
         retryable = getattr(error, "retryable", True)
+        if retryable and (done.generation != self._gen or self._state != "connected"):
+            self._pump()              # the connection went away under it: not the message's fault
+            return
         entry.attempts += 1
         if retryable and entry.attempts < SEND_RETRIES:
-            if done.generation != self._gen:
-                self._pump()          # it failed with the old connection; the new one may be up
-            elif self._state == "connected":
-                self._ctx.scheduler.call_later(min(30.0, 2.0 ** entry.attempts), self._tell,
-                                               TimerFired("pump", self._timer_token))
+            self._ctx.scheduler.call_later(min(30.0, 2.0 ** entry.attempts), self._tell,
+                                           TimerFired("pump", self._gen))
             return
         self._outbox.failed(entry.id, str(error))
         self._ctx.publish(self.company_id, "message.failed", {"id": entry.id, "error": str(error)})

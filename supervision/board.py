@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # The session methods a handle forwards (name -> actor method); anything else is an AttributeError.
 SESSION_METHODS = {"start": "start_session", "stop": "stop_session", "reconnect": "reconnect",
                    "logout": "logout", "send": "send", "pair_phone": "pair_phone", "status": "status",
-                   "qr": "qr", "diagnostics": "diagnostics"}
+                   "qr": "qr", "diagnostics": "diagnostics", "discard_outbox": "discard_outbox"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,32 +205,38 @@ class Switchboard:
     def session(self, company_id: str, *, create: bool = True) -> SessionHandle:
         """The handle of a company's session; creates the (stopped) session if needed."""
         validate_company_id(company_id)
-        if create and company_id not in self.directory.refs:
+        if create and (company_id not in self.directory.refs or company_id in self.directory.parked):
             self.supervisor.ensure(company_id).get(timeout=self.ask_timeout)
         return SessionHandle(self, company_id)
 
     def exists(self, company_id: str) -> bool:
-        return company_id in self.directory.refs or company_id in self.directory.restarting
+        d = self.directory
+        return company_id in d.refs or company_id in d.restarting or company_id in d.parked
 
     def company_ids(self) -> list[str]:
-        return sorted(set(self.directory.refs) | set(self.directory.restarting))
+        d = self.directory
+        return sorted(set(d.refs) | set(d.restarting) | d.parked)
 
     def remove(self, company_id: str, *, logout: bool = True) -> bool:
-        """Log out (unless told not to), stop the actor, and delete the company's files."""
+        """Log out (unless told not to), give up its pending sends, stop the actor, and
+        delete the company's files. The files stay if the actor could not be stopped: its
+        connection may still be alive, and its owner.lock must keep guarding it."""
         validate_company_id(company_id)
         if not self.exists(company_id):
             return False
-        if logout:
-            try:
-                SessionHandle(self, company_id).logout().get(timeout=self.ask_timeout)
-            except Exception:
-                log.warning("logout of %s before removal failed; removing anyway", company_id, exc_info=True)
+        handle = SessionHandle(self, company_id)
+        try:
+            if logout:
+                handle.logout().get(timeout=self.ask_timeout)
+            handle.call("discard_outbox", "session deleted").get(timeout=self.ask_timeout)
+        except Exception:
+            log.warning("preparing %s for removal failed; removing anyway", company_id, exc_info=True)
         ref = self.supervisor.detach(company_id).get(timeout=self.ask_timeout)
         if ref is not None:
             try:
                 ref.stop(block=True, timeout=30)
             except pykka.Timeout:
-                log.error("session %s did not stop in time", company_id)
+                raise RuntimeError(f"session {company_id} did not stop within 30 s; its files were kept") from None
         self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout)
         return True
 

@@ -41,7 +41,7 @@ class EventBus:
     calls the subscribers, so a slow callback delays other callbacks, never a session."""
 
     def __init__(self, log_path: Path | None = None, recent: int = 1000) -> None:
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._seq = itertools.count(1)
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
@@ -52,7 +52,8 @@ class EventBus:
         self._thread.start()
 
     def publish(self, company_id: str | None, kind: str, data: dict[str, Any]) -> None:
-        self._queue.put(Event(next(self._seq), time.time(), company_id, kind, data))
+        # The sequence number is given on the dispatcher thread, so seq order is delivery order.
+        self._queue.put((time.time(), company_id, kind, data))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         with self._lock:
@@ -80,12 +81,13 @@ class EventBus:
 
     def _run(self) -> None:
         while True:
-            event = self._queue.get()
-            if event is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            if isinstance(event, _Marker):
-                event.done.set()
+            if isinstance(item, _Marker):
+                item.done.set()
                 continue
+            event = Event(next(self._seq), *item)
             self._recent.append(event)
             if self._log and event.kind in LOGGED_KINDS:
                 self._log.append(event)

@@ -40,11 +40,13 @@ class Directory:
     def __init__(self) -> None:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.restarting: dict[str, float] = {}       # company id -> when the restart is due
+        self.parked: frozenset[str] = frozenset()    # companies no actor could run for
         self._changed = threading.Condition()
 
-    def publish(self, refs: dict[str, pykka.ActorRef], restarting: dict[str, float]) -> None:
+    def publish(self, refs: dict[str, pykka.ActorRef], restarting: dict[str, float],
+                parked: set[str] | frozenset[str] = frozenset()) -> None:
         with self._changed:
-            self.refs, self.restarting = refs, restarting
+            self.refs, self.restarting, self.parked = refs, restarting, frozenset(parked)
             self._changed.notify_all()
 
     def wait_for(self, company_id: str, timeout: float,
@@ -79,7 +81,9 @@ class Sweep:
 class _Child:
     company_id: str
     ref: pykka.ActorRef | None = None
-    status: str = "running"          # running | backoff | stopping
+    status: str = "running"          # running | backoff | stopping | parked (no actor could run)
+    parked: bool = False             # the running actor is a parked one (state failed)
+    dead_since: float | None = None  # when the sweep first found the actor dead
     generation: int = 0
     attempt: int = 0
     started_at: float = 0.0
@@ -126,9 +130,10 @@ class Supervisor(pykka.ThreadingActor):
     def ensure(self, company_id: str) -> bool:
         """Make sure the company has a session actor. True if it was created now."""
         validate_company_id(company_id)
-        if company_id in self._children:
+        child = self._children.get(company_id)
+        if child is not None and child.status != "parked":
             return False
-        self._spawn(_Child(company_id))
+        self._spawn(child or _Child(company_id))
         return True
 
     def restore(self, stagger: float = 0.0) -> list[str]:
@@ -180,10 +185,16 @@ class Supervisor(pykka.ThreadingActor):
             if child and child.status == "backoff" and child.generation == message.generation:
                 self._spawn(child)
         elif isinstance(message, Sweep):
+            now = self._clock()
             for child in list(self._children.values()):
                 if child.status == "running" and child.ref is not None and not child.ref.is_alive():
-                    self._on_child_exit(ChildExit(child.company_id, child.ref.actor_urn, False,
-                                                  "found dead by the supervisor's sweep"))
+                    # pykka marks a crashed actor dead before its on_failure has closed the
+                    # connection and reported; only an actor still dead a sweep later is lost.
+                    if child.dead_since is None:
+                        child.dead_since = now
+                    elif now - child.dead_since >= self._policy.sweep_interval:
+                        self._on_child_exit(ChildExit(child.company_id, child.ref.actor_urn, False,
+                                                      "found dead by the supervisor's sweep"))
             self._ctx.scheduler.call_later(self._policy.sweep_interval, self._tell, Sweep())
         return None
 
@@ -191,8 +202,19 @@ class Supervisor(pykka.ThreadingActor):
         self._children[child.company_id] = child
         if child.company_id not in self._order:
             self._order.append(child.company_id)
-        child.ref = SessionActor.start(child.company_id, self._ctx, supervisor=self.actor_ref,
-                                       parked_reason=parked_reason, start_delay=start_delay)
+        child.parked, child.dead_since = parked_reason is not None, None
+        try:
+            child.ref = SessionActor.start(child.company_id, self._ctx, supervisor=self.actor_ref,
+                                           parked_reason=parked_reason, start_delay=start_delay)
+        except Exception as exc:          # e.g. no thread could be started: retry later, stay alive
+            log.exception("could not start the session actor of %s", child.company_id)
+            child.ref, child.status = None, "backoff"
+            child.generation += 1
+            self._ctx.publish(child.company_id, "crashed", {"error": f"could not start: {exc!r}"})
+            self._ctx.scheduler.call_later(self._policy.backoff.cap, self._tell,
+                                           RestartChild(child.company_id, child.generation))
+            self._publish_refs()
+            return
         child.status, child.started_at = "running", self._clock()
         self._publish_refs()
         self._ctx.publish(child.company_id, "spawned", {"attempt": child.attempt, "parked": bool(parked_reason)})
@@ -208,6 +230,15 @@ class Supervisor(pykka.ThreadingActor):
         now = self._clock()
         child.last_reason = exit_.reason
         self._ctx.publish(child.company_id, "crashed", {"error": exit_.reason, "traceback": exit_.traceback})
+        if child.parked:
+            # Even the parked actor, which connects nothing, crashed: stop trying.
+            reason = f"cannot run even parked (last error: {exit_.reason}); start it again once fixed"
+            child.status, child.ref = "parked", None
+            self._ctx.snapshots[child.company_id] = {"companyId": child.company_id, "status": "failed",
+                                                     "connected": False, "lastError": reason}
+            self._ctx.publish(child.company_id, "gave_up", {"error": reason})
+            self._publish_refs()
+            return
         while child.restarts and now - child.restarts[0] > self._policy.period:
             child.restarts.popleft()
         if len(child.restarts) >= self._policy.max_restarts:
@@ -235,7 +266,8 @@ class Supervisor(pykka.ThreadingActor):
         self._restart_due = {cid: due for cid, due in self._restart_due.items()
                              if cid in self._children and self._children[cid].status == "backoff"}
         self._directory.publish({cid: c.ref for cid, c in self._children.items()
-                                 if c.status == "running" and c.ref is not None}, dict(self._restart_due))
+                                 if c.status == "running" and c.ref is not None}, dict(self._restart_due),
+                                {cid for cid, c in self._children.items() if c.status == "parked"})
 
     def _tell(self, message: Any) -> None:
         try:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import logging
 import threading
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_KINDS = ("message", "state", "qr", "paired", "message.sent", "message.failed", "receipt")
 # 4xx answers that say "try again later"; every other 4xx is final.
 RETRYABLE_4XX = {408, 409, 425, 429}
+MAX_PENDING = 100_000      # beyond this backlog, new deliveries go straight to the dead letters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +67,15 @@ class WebhookSink:
         self._journal = Journal(data_dir / "webhooks.jsonl")
         self._dead = Journal(data_dir / "webhooks-dead.jsonl")
         self._pending: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._due: list[tuple[float, int, str]] = []     # heap of (due, seq, key); stale keys skipped
+        self._seq = itertools.count()
         for record in self._journal.read():
             if record.get("op") == "add":
-                self._pending[record["key"]] = {**record, "attempts": 0, "due": 0.0}
+                self._pending[record["key"]] = {**record, "attempts": 0}
             elif record.get("op") == "done":
                 self._pending.pop(record.get("key"), None)
+        for key in self._pending:
+            heapq.heappush(self._due, (0.0, next(self._seq), key))
         self._cv = threading.Condition()
         self._stopped = False
         self.delivered = 0
@@ -88,11 +95,15 @@ class WebhookSink:
         with self._cv:
             if key in self._pending:
                 return
+            if len(self._pending) >= MAX_PENDING:
+                self._bury({**record, "attempts": 0}, "webhook backlog full: the endpoint is down or too slow")
+                return
             try:
                 self._journal.append(record)
             except OSError:
                 log.exception("could not journal webhook %s; delivering from memory", key)
-            self._pending[key] = {**record, "attempts": 0, "due": 0.0}
+            self._pending[key] = {**record, "attempts": 0}
+            heapq.heappush(self._due, (0.0, next(self._seq), key))
             self._cv.notify()
 
     def pending(self) -> int:
@@ -104,19 +115,22 @@ class WebhookSink:
             self._stopped = True
             self._cv.notify()
         self._thread.join(timeout)
-        self._journal.close()
-        self._dead.close()
+        if not self._thread.is_alive():       # a sender stuck in a request still writes to them
+            self._journal.close()
+            self._dead.close()
 
     def _run(self) -> None:
         while True:
             with self._cv:
+                due = None
                 while not self._stopped:
+                    while self._due and self._due[0][2] not in self._pending:
+                        heapq.heappop(self._due)
                     now = time.monotonic()
-                    due = next((item for item in self._pending.values() if item["due"] <= now), None)
-                    if due is not None:
+                    if self._due and self._due[0][0] <= now:
+                        due = self._pending[heapq.heappop(self._due)[2]]
                         break
-                    wait = min((item["due"] for item in self._pending.values()), default=now + 60) - now
-                    self._cv.wait(max(0.01, wait))
+                    self._cv.wait(self._due[0][0] - now if self._due else None)
                 if self._stopped:
                     return
             self._attempt(due)
@@ -141,16 +155,21 @@ class WebhookSink:
                 return
             item["attempts"] += 1
             if final or item["attempts"] >= self.config.retry.max_attempts:
-                self.failed += 1
-                try:
-                    self._dead.append({"key": item["key"], "body": item["body"], "error": error,
-                                       "attempts": item["attempts"]})
-                except OSError:
-                    log.exception("could not write the webhook dead-letter file")
-                log.warning("webhook %s given up after %d attempts: %s", item["key"], item["attempts"], error)
+                self._bury(item, error)
                 self._finish(item)
                 return
-            item["due"] = time.monotonic() + self.config.retry.delay(item["attempts"] - 1)
+            heapq.heappush(self._due, (time.monotonic() + self.config.retry.delay(item["attempts"] - 1),
+                                       next(self._seq), item["key"]))
+
+    def _bury(self, item: dict[str, Any], error: str) -> None:
+        """Into the dead-letter file, for an operator to replay."""
+        self.failed += 1
+        try:
+            self._dead.append({"key": item["key"], "body": item["body"], "error": error,
+                               "attempts": item["attempts"]})
+        except OSError:
+            log.exception("could not write the webhook dead-letter file")
+        log.warning("webhook %s given up after %d attempts: %s", item["key"], item["attempts"], error)
 
     def _finish(self, item: dict[str, Any]) -> None:
         self._pending.pop(item["key"], None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
@@ -443,3 +444,39 @@ class ScriptedTransport:
 
     def close(self):
         pass
+
+
+def test_torn_tail_is_cut_so_the_next_record_survives(tmp_path):
+    from switchboard.actors.outbox import Outbox, OutboxEntry
+    path = tmp_path / "outbox.jsonl"
+    box = Outbox(path)
+    box.add(OutboxEntry(id="a1", to="7900", jid="7900@s.whatsapp.net", text="one"))
+    box.close()
+    with open(path, "ab") as f:
+        f.write(b'{"op":"add","id":"a2","to":"79')           # power lost mid-write
+    box = Outbox(path)
+    box.add(OutboxEntry(id="a3", to="7900", jid="7900@s.whatsapp.net", text="three"))
+    box.close()
+    assert [e.id for e in Outbox(path).pending()] == ["a1", "a3"]
+
+
+def test_short_write_is_refused_and_leaves_no_torn_line(tmp_path):
+    import resource
+    from switchboard.actors.outbox import Outbox, OutboxEntry
+    path = tmp_path / "outbox.jsonl"
+    box = Outbox(path)
+    box.add(OutboxEntry(id="a1", to="7900", jid="7900@s.whatsapp.net", text="one"))
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))        # a disk that fills up mid-record
+    try:
+        with pytest.raises(OSError):
+            box.add(OutboxEntry(id="a2", to="7900", jid="7900@s.whatsapp.net", text="x" * 100))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.stat().st_size == size
+    box.add(OutboxEntry(id="a3", to="7900", jid="7900@s.whatsapp.net", text="three"))
+    box.close()
+    assert [e.id for e in Outbox(path).pending()] == ["a1", "a3"]
