@@ -459,13 +459,7 @@ class SessionActor(pykka.ThreadingActor):
             self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell,
                                            TimerFired("stable", self._gen))
             self._pump()
-        elif isinstance(event, Disconnected):
-            self._close_conn()
-            if event.retryable:
-                self._schedule_retry(event.reason)
-            else:
-                self._give_up(event.reason)
-        elif isinstance(event, ConnectFailure):
+        elif isinstance(event, (Disconnected, ConnectFailure)):
             self._close_conn()
             if event.retryable:
                 self._schedule_retry(event.reason)
