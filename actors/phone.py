@@ -5,7 +5,7 @@ import re
 
 _COMPANY_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _PHONE_DECORATION = re.compile(r"[\s()+\-.]")
-_USER_JID = re.compile(r"(\d{7,15})(?::\d+)?@(s\.whatsapp\.net|c\.us)")
+_USER_JID = re.compile(r"([0-9]{7,15})(?::[0-9]+)?@(s\.whatsapp\.net|c\.us)")
 
 USER_SERVER = "s.whatsapp.net"
 
@@ -31,7 +31,7 @@ def normalize_phone(value: object) -> str:
             raise InvalidInput(f"not a user JID: {text!r} (expected digits@s.whatsapp.net)")
         return match.group(1)
     digits = _PHONE_DECORATION.sub("", text)
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+    if not (digits.isascii() and digits.isdigit()) or not 7 <= len(digits) <= 15:   # no "²" or "٧"
         raise InvalidInput(f"invalid phone number {text!r}: 7-15 digits expected")
     return digits
 

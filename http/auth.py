@@ -1,0 +1,206 @@
+"""API keys: one admin key, and tenant keys that see only their own company.
+
+Keys travel as `X-Api-Key: KEY` or `Authorization: Bearer KEY`. Nothing stores a key in
+the clear: the admin key is kept in memory as its SHA-256 digest, tenant keys are kept
+in `<data>/api-keys.json` (mode 0600) as SHA-256 digests of random 32-byte tokens, and
+every check compares digests with `hmac.compare_digest`. The digests are cached in memory,
+so a request costs one SHA-256 and one dictionary lookup.
+
+A tenant key looks like `sbk_<id>_<secret>`: the id (public, shown by `GET /api/keys`)
+finds the record, the digest of the whole key must match it.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from switchboard.actors.phone import validate_company_id
+
+TENANT_PREFIX = "sbk_"
+MIN_ADMIN_KEY_LENGTH = 16
+_DUMMY_DIGEST = hashlib.sha256(b"no such key").digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin (company_id None) or a tenant key bound to one company."""
+    admin: bool
+    company_id: str | None
+    key_id: str
+
+    def may_access(self, company_id: str) -> bool:
+        return self.admin or self.company_id == company_id
+
+
+ADMIN = Principal(admin=True, company_id=None, key_id="admin")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def presented_key(environ: dict[str, Any]) -> str | None:
+    """The key from `X-Api-Key` or `Authorization: Bearer`, or None."""
+    key = environ.get("HTTP_X_API_KEY")
+    if key:
+        return key.strip()
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+class ApiKeys:
+    def __init__(self, path: Path | str, admin_key: str) -> None:
+        if not isinstance(admin_key, str) or len(admin_key) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(f"the admin key must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+        self.path = Path(path)
+        self._admin = _digest(admin_key)
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._digests: dict[str, tuple[bytes, Principal]] = {}
+        self._load()
+
+    # ---- checking ---------------------------------------------------------------------
+
+    def authenticate(self, key: str | None) -> Principal | None:
+        if not key:
+            return None
+        digest = _digest(key)
+        if key.startswith(TENANT_PREFIX):
+            key_id = key[len(TENANT_PREFIX):].split("_", 1)[0]
+            known = self._digests.get(key_id)
+            if hmac.compare_digest(digest, known[0] if known is not None else _DUMMY_DIGEST) and known:
+                return known[1]
+        if hmac.compare_digest(digest, self._admin):
+            return ADMIN
+        return None
+
+    # ---- managing tenant keys (admin endpoints) ----------------------------------------
+
+    def create(self, company_id: str, name: str | None = None) -> tuple[dict[str, Any], str]:
+        """A new tenant key for `company_id`: (its public record, the key, shown only now)."""
+        validate_company_id(company_id)
+        key_id = secrets.token_hex(8)
+        key = f"{TENANT_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        record = {"id": key_id, "companyId": company_id, "name": name,
+                  "createdAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                  "sha256": _digest(key).hex()}
+        with self._lock:
+            records = {**self._records, key_id: record}
+            self._write(records)
+            self._set(records)
+        return self._public(record), key
+
+    def list(self, company_id: str | None = None) -> list[dict[str, Any]]:
+        return [self._public(r) for r in self._records.values()
+                if company_id is None or r["companyId"] == company_id]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._lock:
+            if key_id not in self._records:
+                return False
+            records = {k: v for k, v in self._records.items() if k != key_id}
+            self._write(records)
+            self._set(records)
+        return True
+
+    # ---- storage --------------------------------------------------------------------
+
+    @staticmethod
+    def _public(record: dict[str, Any]) -> dict[str, Any]:
+        return {"id": record["id"], "companyId": record["companyId"], "name": record.get("name"),
+                "createdAt": record.get("createdAt")}
+
+    def _set(self, records: dict[str, dict[str, Any]]) -> None:
+        self._records = records
+        self._digests = {k: (bytes.fromhex(r["sha256"]), Principal(False, r["companyId"], k))
+                         for k, r in records.items()}
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        records = {}
+        for record in data.get("keys", []) if isinstance(data, dict) else []:
+            try:
+                validate_company_id(record["companyId"])
+                bytes.fromhex(record["sha256"])
+                records[str(record["id"])] = record
+            except (KeyError, TypeError, ValueError):
+                continue
+        self._set(records)
+
+    def _write(self, records: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": list(records.values())}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+
+def load_or_create_admin_key(data_dir: Path | str, env_key: str | None = None) -> tuple[str, Path | None, bool]:
+    """The admin key: from the environment, else from `<data>/admin.key`, else a new one
+    written there with mode 0600. Returns (key, file or None, generated now)."""
+    if env_key:
+        if len(env_key) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(f"SWITCHBOARD_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+        return env_key, None, False
+    path = Path(data_dir) / "admin.key"
+    try:
+        key = path.read_text().strip()
+        if len(key) >= MIN_ADMIN_KEY_LENGTH:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+            return key, path, False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    tmp = path.with_name("admin.key.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.replace(tmp, path)
+    return key, path, True
+
+
+class PageTokens:
+    """Short-lived signed links for the browser QR page (`/qr/<id>?token=...`), so an API
+    key never has to travel in a URL. A token is bound to one company and expires."""
+
+    def __init__(self, secret: bytes | None = None, lifetime: float = 900.0) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+        self.lifetime = lifetime
+
+    def issue(self, company_id: str, now: float | None = None) -> str:
+        expires = int((now or time.time()) + self.lifetime)
+        payload = f"{company_id}.{expires}"
+        return f"{expires}.{self._sign(payload)}"
+
+    def check(self, company_id: str, token: str | None, now: float | None = None) -> bool:
+        if not token or "." not in token:
+            return False
+        expires, _, signature = token.partition(".")
+        if not expires.isdigit() or int(expires) < (now or time.time()):
+            return False
+        return hmac.compare_digest(signature, self._sign(f"{company_id}.{expires}"))
+
+    def _sign(self, payload: str) -> str:
+        mac = hmac.new(self._secret, payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
