@@ -69,6 +69,8 @@ class SessionContext:
     settings: SessionSettings
     publish: Callable[[str, str, dict[str, Any]], None]          # (company_id, kind, data)
     snapshots: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # company id -> since when its actor is handling a message (absent while idle)
+    busy_since: dict[str, float] = dataclasses.field(default_factory=dict)
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     # company id, limits -> limiter; in-memory unless Redis is configured
     limiter_factory: Callable[[str, RateLimit], Any] | None = None
@@ -410,6 +412,15 @@ class SessionActor(pykka.ThreadingActor):
                 "connectedForSeconds": (round(time.time() - self._connected_at, 1)
                                         if self._state == "connected" and self._connected_at else None)}
 
+    def _handle_receive(self, message: Any) -> Any:
+        # Every message, proxy calls included, passes here: mark the actor busy so that
+        # readers of its published snapshot can tell an idle actor from a stuck one.
+        self._ctx.busy_since[self.company_id] = time.monotonic()
+        try:
+            return super()._handle_receive(message)
+        finally:
+            self._ctx.busy_since.pop(self.company_id, None)
+
     # ---- messages that are not proxy calls -----------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
@@ -421,7 +432,8 @@ class SessionActor(pykka.ThreadingActor):
             elif message.generation == self._gen and self._conn is not None:
                 self._on_connection_event(message.event)
         elif isinstance(message, SendDone):
-            self._on_send_done(message)
+            if self._on_send_done(message):
+                self._pump()
         elif isinstance(message, TimerFired):
             self._on_timer(message)
         elif isinstance(message, InjectedCrash):
@@ -616,22 +628,27 @@ class SessionActor(pykka.ThreadingActor):
 
     def _pump(self) -> None:
         """Hand the oldest pending send to the connection; one in flight keeps the order."""
-        if self._state != "connected" or self._in_flight is not None or self._conn is None:
-            return
-        entry = self._outbox.head()
-        if entry is None:
-            return
-        self._dispatches += 1
-        self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
-        gen, entry_id, dispatch = self._gen, entry.id, self._dispatches
-        try:
-            future = self._conn.send_text(entry.jid, entry.text)
-        except Exception as exc:
-            future = Future()
-            future.set_exception(SendError(str(exc), retryable=True))
-        future.add_done_callback(lambda f: self._tell(SendDone(gen, entry_id, f, dispatch)))
+        while self._state == "connected" and self._in_flight is None and self._conn is not None:
+            entry = self._outbox.head()
+            if entry is None:
+                return
+            self._dispatches += 1
+            self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
+            gen, entry_id, dispatch = self._gen, entry.id, self._dispatches
+            try:
+                future = self._conn.send_text(entry.jid, entry.text)
+            except Exception as exc:
+                future = Future()
+                future.set_exception(SendError(str(exc), retryable=True))
+            if not future.done():
+                future.add_done_callback(lambda f: self._tell(SendDone(gen, entry_id, f, dispatch)))
+                return
+            # Answered at once: settle it now instead of a round trip through the mailbox.
+            if not self._on_send_done(SendDone(gen, entry_id, future, dispatch)):
+                return
 
-    def _on_send_done(self, done: SendDone) -> None:
+    def _on_send_done(self, done: SendDone) -> bool:
+        """Record a send's outcome. True when the next send may go now."""
         if self._in_flight == done.dispatch:
             self._in_flight = None
         error = done.future.exception()
@@ -646,27 +663,25 @@ class SessionActor(pykka.ThreadingActor):
                 del self._waiters[done.entry_id]
                 if not waiter.done():
                     waiter.set_result(message_id)
-            self._pump()
-            return
+            return True
         entry = self._outbox.get(done.entry_id)
         if entry is None:
-            return
+            return True
         retryable = getattr(error, "retryable", True)
         if retryable and (done.generation != self._gen or self._state != "connected"):
-            self._pump()              # the connection went away under it: not the message's fault
-            return
+            return True               # the connection went away under it: not the message's fault
         entry.attempts += 1
         if retryable and entry.attempts < SEND_RETRIES:
             self._ctx.scheduler.call_later(min(30.0, 2.0 ** entry.attempts), self._tell,
                                            TimerFired("pump", self._gen))
-            return
+            return False
         self._outbox.failed(entry.id, str(error))
         self._ctx.publish(self.company_id, "message.failed", {"id": entry.id, "error": str(error)})
         if waiter is not None:
             del self._waiters[entry.id]
             if not waiter.done():
                 waiter.set_exception(error)
-        self._pump()
+        return True
 
     def _receipt_for_known(self, known, phone: str) -> SendReceipt:
         receipt = SendReceipt(id=known.id, to=phone, queued=known.message_id is None and known.error is None,

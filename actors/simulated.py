@@ -259,21 +259,26 @@ class SimulatedNetwork:
             message_id = self._message_id()
             self._received.setdefault(to, []).append(
                 {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time()})
+            delivered = False
             for target in self._by_phone.get(to, ()):
                 if not target.removed:
                     self._deliver(target, IncomingMessage(id=message_id, chat=f"{device.phone}@{USER_SERVER}",
                                                           phone=device.phone, text=text, timestamp=time.time()))
+                    delivered = delivered or target.live is not None
             latency = self.send_latency + self._faults.get(conn.company_id, _NO_FAULTS).latency
         if latency > 0:
-            self._scheduler.call_later(latency, self._ack, conn, future, message_id)
+            self._scheduler.call_later(latency, self._ack, conn, future, message_id, delivered, jid)
         else:
-            self._ack(conn, future, message_id)
+            self._ack(conn, future, message_id, delivered, jid)
         return future
 
-    def _ack(self, conn: SimulatedConnection, future: Future, message_id: str) -> None:
+    def _ack(self, conn: SimulatedConnection, future: Future, message_id: str, delivered: bool, jid: str) -> None:
+        """The server's ack resolves the send; a linked recipient's phone also sends a
+        delivery receipt, as WhatsApp does (unlinked numbers never answer)."""
         future.set_result(message_id)
-        with self._lock:
-            conn._emit(Receipt((message_id,), "", "server", time.time()))
+        if delivered:
+            with self._lock:
+                conn._emit(Receipt((message_id,), jid, "delivered", time.time()))
 
     def _deliver(self, device: _Device, message: IncomingMessage) -> None:
         if device.live is not None and device.live._state == "connected":

@@ -377,7 +377,9 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
 
     @route("GET", "/api/whatsapp/sessions/<companyId>/status")
     def session_status(_principal, companyId):
-        return ok(ask(handle(companyId), "status"))
+        # The actor's own published status when it is idle or briefly busy (no thread
+        # hand-off); an ask with the timeout when it may be stuck.
+        return ok(board.live_status(companyId, ask_timeout) or ask(handle(companyId), "status"))
 
     @route("POST", "/api/whatsapp/sessions/<companyId>/initialize")
     def initialize(_principal, companyId):

@@ -240,6 +240,19 @@ class Switchboard:
         self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout)
         return True
 
+    def live_status(self, company_id: str, max_busy: float) -> dict[str, Any] | None:
+        """The status the session's actor published after its last message, when that is
+        what an ask would answer: the actor is alive and not stuck in a message for longer
+        than `max_busy` seconds. None otherwise (then ask it, and let the timeout speak).
+        The actor publishes before it replies, so a caller reads its own writes."""
+        ref = self.directory.refs.get(company_id)
+        if ref is None or not ref.is_alive() or self.ctx is None:
+            return None
+        busy = self.ctx.busy_since.get(company_id)
+        if busy is not None and time.monotonic() - busy > max_busy:
+            return None
+        return self.ctx.snapshots.get(company_id)
+
     def statuses(self) -> list[dict[str, Any]]:
         """Every session's last published status (no actor is asked)."""
         snapshots = self.ctx.snapshots if self.ctx else {}

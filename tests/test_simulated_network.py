@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from switchboard.actors.connection import (Connected, Disconnected, IncomingMessage, LoggedOut, Paired, QrCode,
-                                           QrExhausted, Replaced, SendError, TemporaryBan)
+                                           QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
 
@@ -79,6 +79,8 @@ def test_messages_between_accounts(net, tmp_path):
     b, events_b = linked(net, "b", tmp_path, "79990000002")
     message_id = a.send_text("79990000002@s.whatsapp.net", "hi b").result(timeout=5)
     incoming = next_event(events_b, IncomingMessage)
+    receipt = next_event(events_a, Receipt)
+    assert (receipt.message_ids, receipt.kind) == ((message_id,), "delivered")
     assert (incoming.id, incoming.phone, incoming.text) == (message_id, "79990000001", "hi b")
     assert net.messages("79990000002") == [{"id": message_id, "from": "79990000001", "text": "hi b",
                                              "timestamp": pytest.approx(incoming.timestamp, abs=1)}]
