@@ -1,7 +1,8 @@
-"""The curl examples of docs/api.md work against `switchboard serve --transport simulated`:
+"""The curl examples of the README work against `switchboard serve --transport simulated`:
 every ```sh block runs, in order, in one shell, and no answer is an error."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,11 +12,13 @@ import pytest
 from tests.http_support import REPO, Served, clean_env
 
 pytestmark = pytest.mark.timeout(120)
-DOC = REPO / "docs" / "api.md"
+DOC = REPO / "README.md"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None, reason="needs curl and jq")
 def test_the_documented_curl_examples_work(tmp_path):
+    missing = [tool for tool in ("curl", "jq") if shutil.which(tool) is None]
+    if missing:     # scripts/test installs them; only a hand-made environment may lack them
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"needs {' and '.join(missing)}")
     blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S)
     assert len(blocks) >= 10
     server = Served(tmp_path / "data", "--transport", "simulated")
