@@ -331,10 +331,7 @@ class NeonizeConnection:
 
     def send_text(self, jid: str, text: str) -> Future:
         """Resolves to the WhatsApp message id (str) or fails with SendError."""
-        with self._lock:
-            problem = self._unavailable()
-            if problem is None and not self._connected:
-                problem = "not connected"
+        problem = self._not_connected()
         if problem:
             return _failed(SendError(problem, retryable=True))
         return self._request("send_text", {"jid": jid, "text": text},
@@ -358,10 +355,7 @@ class NeonizeConnection:
 
     def logout(self) -> Future:
         """Unlinks this device on WhatsApp's side (no LoggedOut event follows); resolves to None."""
-        with self._lock:
-            problem = self._unavailable()
-            if problem is None and not self._connected:
-                problem = "not connected"
+        problem = self._not_connected()
         if problem:
             return _failed(SendError(problem, retryable=True))
         return self._request("logout", {}, self._logged_out_by_us)
@@ -370,6 +364,12 @@ class NeonizeConnection:
         # whatsmeow disconnects and deletes the store, and sends no event about it.
         with self._lock:
             self._connected = False
+
+    def _not_connected(self) -> str | None:
+        """Why a command that needs a live session cannot run now, or None."""
+        with self._lock:
+            problem = self._unavailable()
+            return problem if problem is not None or self._connected else "not connected"
 
     def _unavailable(self) -> str | None:
         if self._closed:

@@ -386,25 +386,15 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
         json_body(required=False)
         return ok(start_with_qr(companyId, create(companyId)))
 
-    @route("POST", "/api/whatsapp/sessions/<companyId>/start")
-    def start(_principal, companyId):
-        json_body(required=False)
-        return ok(ask(handle(companyId), "start"))
+    def lifecycle_command(action: str) -> Callable:
+        def command(_principal, companyId):
+            json_body(required=False)
+            return ok(ask(handle(companyId), action))
+        command.__name__ = action
+        return command
 
-    @route("POST", "/api/whatsapp/sessions/<companyId>/stop")
-    def stop(_principal, companyId):
-        json_body(required=False)
-        return ok(ask(handle(companyId), "stop"))
-
-    @route("POST", "/api/whatsapp/sessions/<companyId>/reconnect")
-    def reconnect(_principal, companyId):
-        json_body(required=False)
-        return ok(ask(handle(companyId), "reconnect"))
-
-    @route("POST", "/api/whatsapp/sessions/<companyId>/logout")
-    def logout(_principal, companyId):
-        json_body(required=False)
-        return ok(ask(handle(companyId), "logout"))
+    for action in ("start", "stop", "reconnect", "logout"):
+        route("POST", f"/api/whatsapp/sessions/<companyId>/{action}")(lifecycle_command(action))
 
     @route("DELETE", "/api/whatsapp/sessions/<companyId>")
     def delete(_principal, companyId):
