@@ -7,6 +7,7 @@ go out. Replaying the file gives the pending sends and the idempotency keys in u
 from __future__ import annotations
 
 import collections
+import hashlib
 import dataclasses
 import time
 import uuid
@@ -34,6 +35,12 @@ class KeyedResult:
     id: str
     message_id: str | None        # None while the send is pending
     error: str | None = None
+    fingerprint: str | None = None    # of the message the key was first used for
+
+
+def fingerprint(to: str, text: str) -> str:
+    """Tells a retry of the same message from a new message reusing its key."""
+    return hashlib.sha256(f"{to}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class Outbox:
@@ -71,14 +78,14 @@ class Outbox:
         self._journal.append({"op": "add", **dataclasses.asdict(entry)})
         self._pending[entry.id] = entry
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, None))
+            self._remember(entry.key, KeyedResult(entry.id, None, None, fingerprint(entry.to, entry.text)))
 
     def done(self, entry_id: str, message_id: str) -> None:
         entry = self._pending.pop(entry_id, None)
         if entry is None:
             return
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, message_id))
+            self._remember(entry.key, KeyedResult(entry.id, message_id, None, fingerprint(entry.to, entry.text)))
         self._append_or_keep({"op": "done", "id": entry_id, "messageId": message_id})
 
     def failed(self, entry_id: str, error: str) -> None:
@@ -86,7 +93,7 @@ class Outbox:
         if entry is None:
             return
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, None, error))
+            self._remember(entry.key, KeyedResult(entry.id, None, error, fingerprint(entry.to, entry.text)))
         self._append_or_keep({"op": "failed", "id": entry_id, "error": error})
 
     def close(self) -> None:
@@ -104,7 +111,8 @@ class Outbox:
             pass
 
     def _compact(self) -> None:
-        records = [{"op": "key", "key": k, "id": r.id, "messageId": r.message_id, "error": r.error}
+        records = [{"op": "key", "key": k, "id": r.id, "messageId": r.message_id, "error": r.error,
+                    "fingerprint": r.fingerprint}
                    for k, r in self._keys.items() if r.message_id is not None or r.error is not None]
         records += [{"op": "add", **dataclasses.asdict(e)} for e in self._pending.values()]
         self._journal.rewrite(records)
@@ -124,10 +132,12 @@ class Outbox:
                 return
             self._pending[entry.id] = entry
             if entry.key:
-                self._remember(entry.key, KeyedResult(entry.id, None))
+                self._remember(entry.key, KeyedResult(entry.id, None, None, fingerprint(entry.to, entry.text)))
         elif op in ("done", "failed"):
             entry = self._pending.pop(record.get("id"), None)
             if entry and entry.key:
-                self._remember(entry.key, KeyedResult(entry.id, record.get("messageId"), record.get("error")))
+                self._remember(entry.key, KeyedResult(entry.id, record.get("messageId"), record.get("error"),
+                                                      fingerprint(entry.to, entry.text)))
         elif op == "key":
-            self._remember(record["key"], KeyedResult(record["id"], record.get("messageId"), record.get("error")))
+            self._remember(record["key"], KeyedResult(record["id"], record.get("messageId"), record.get("error"),
+                                                      record.get("fingerprint")))

@@ -26,7 +26,7 @@ from .backoff import BackoffPolicy
 from .connection import (Connected, Connection, ConnectFailure, Disconnected, IncomingMessage, LoggedOut,
                          Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan, Transport)
 from .inbound import SeenIds
-from .outbox import Outbox, OutboxEntry
+from .outbox import Outbox, OutboxEntry, fingerprint
 from .phone import InvalidInput, normalize_phone, phone_to_jid, validate_company_id
 from .ratelimit import RateLimit, SlidingWindowLimiter
 from .scheduler import Scheduler
@@ -337,11 +337,18 @@ class SessionActor(pykka.ThreadingActor):
             raise InvalidInput("message text is required")
         if len(text) > MAX_TEXT:
             raise InvalidInput(f"message text is longer than {MAX_TEXT} characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("message text is not valid Unicode (lone surrogate)") from None
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200):
             raise InvalidInput("idempotency key must be 1-200 characters")
         if idempotency_key:
             known = self._outbox.by_key(idempotency_key)
             if known is not None:
+                if known.fingerprint not in (None, fingerprint(phone, text)):
+                    raise InvalidInput("this Idempotency-Key was used for a different message; "
+                                       "use a new key for a new message")
                 return self._receipt_for_known(known, phone)
         if self._state != "connected" and self._state not in RECOVERING:
             raise SessionUnavailable(self._refusal(), state=self._state, retry_after_ms=self._retry_after_ms())

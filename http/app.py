@@ -243,6 +243,10 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
             raise ApiError(400, f"'{name}' must be a string")
         if len(value) > max_len:
             raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:      # lone surrogates: JSON allows them, UTF-8 does not
+            raise ApiError(400, f"'{name}' is not valid Unicode text") from None
         return value
 
     def handle(company_id: str) -> SessionHandle:
@@ -330,7 +334,7 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
         raw = request.query.get(name)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
             raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}")
         return int(raw)
 

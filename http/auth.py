@@ -197,7 +197,7 @@ class PageTokens:
         if not token or "." not in token:
             return False
         expires, _, signature = token.partition(".")
-        if not expires.isdigit() or int(expires) < (now or time.time()):
+        if not (expires.isascii() and expires.isdigit()) or int(expires) < (now or time.time()):
             return False
         return hmac.compare_digest(signature, self._sign(f"{company_id}.{expires}"))
 

@@ -126,6 +126,6 @@ def _format(event: Any) -> str:
 
 def parse_last_event_id(*values: str | None) -> int:
     for value in values:
-        if value and str(value).strip().isdigit():
+        if value and str(value).strip().isascii() and str(value).strip().isdigit():
             return int(str(value).strip())
     return 0

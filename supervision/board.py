@@ -229,6 +229,10 @@ class Switchboard:
             if logout:
                 handle.logout().get(timeout=self.ask_timeout)
             handle.call("discard_outbox", "session deleted").get(timeout=self.ask_timeout)
+        except pykka.Timeout:
+            raise                # a stuck actor: remove nothing, let the caller answer at once
+        except SessionUnavailable:
+            pass                 # no live actor (parked, restarting): nothing to log out
         except Exception:
             log.warning("preparing %s for removal failed; removing anyway", company_id, exc_info=True)
         ref = self.supervisor.detach(company_id).get(timeout=self.ask_timeout)

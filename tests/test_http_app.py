@@ -587,3 +587,37 @@ def test_deeply_nested_json_is_a_400(web, board):
     res = web.post("/api/whatsapp/sessions/962302/send", body, headers={**ADMIN, "Content-Type": "application/json"},
                    expect_errors=True)
     assert "invalid JSON" in is_json_error(res, 400)["error"]
+
+
+# ---- found in review: each of these answered 500 or misreported before its fix -------------
+
+@pytest.mark.parametrize("path", ["/qr/962302?token=%B2.abc", "/api/whatsapp/sessions/962302/qr.png?scale=%B2",
+                                  "/api/supervisor/log?limit=%B2"])
+def test_non_ascii_digits_in_numbers_are_bad_input_not_500(web, board, path):
+    create(web)
+    headers = {} if path.startswith("/qr/") else ADMIN      # the page's token is checked before any key
+    res = web.get(path, headers=headers, expect_errors=True)
+    assert res.status_int in (400, 401, 403, 404), res.text
+    assert res.json["success"] is False
+
+
+def test_lone_surrogate_in_a_message_is_400(web, board):
+    link(web, board)
+    res = web.post("/api/whatsapp/sessions/962302/send", '{"phone": "79001234567", "message": "\\ud800"}',
+                   headers={**ADMIN, "Content-Type": "application/json"}, expect_errors=True)
+    assert is_json_error(res, 400)["error"]
+    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["queued"] == 0
+
+
+def test_reused_idempotency_key_for_another_message_is_refused(web, board):
+    link(web, board)
+    headers = {**ADMIN, "Idempotency-Key": "k1"}
+    first = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert first.json["messageId"]
+    res = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234568", "message": "other"},
+                        headers=headers, expect_errors=True)
+    assert "different message" in is_json_error(res, 400)["error"]
+    again = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert again.json["messageId"] == first.json["messageId"]

@@ -291,3 +291,22 @@ def _port_open(server) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_delete_of_a_stuck_session_answers_503_at_once_and_removes_nothing(tmp_path):
+    transport = BlockingTransport(stuck={"stuck"})
+    with running_board(tmp_path / "data", transport=transport, ask_timeout=0.5) as board:
+        try:
+            with serving(build_app(board, tmp_path / "data")) as server:
+                http = Http(server.url)
+                assert http.post("/api/whatsapp/sessions", {"companyId": "stuck"})[0] == 503
+                started = time.monotonic()
+                status, _, body = http.delete("/api/whatsapp/sessions/stuck")
+                assert status == 503 and "did not answer" in body["error"], body
+                assert time.monotonic() - started < 3
+                assert (tmp_path / "data" / "stuck").exists() and board.exists("stuck")
+                transport.release.set()
+                assert wait_until(lambda: http.delete("/api/whatsapp/sessions/stuck")[0] == 200)
+                assert not (tmp_path / "data" / "stuck").exists()
+        finally:
+            transport.release.set()

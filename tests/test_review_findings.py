@@ -159,3 +159,22 @@ def test_remove_reports_the_sends_it_discards(board, waiter):
     assert failed == [{"id": receipt.id, "error": "session deleted"}]
     with pytest.raises(SessionUnavailable, match="session deleted"):
         receipt.delivered.result(timeout=5)
+
+
+def test_idempotency_key_reused_for_another_message_is_refused(board, waiter):
+    from switchboard.actors.phone import InvalidInput
+    link(board, waiter, "acme")
+    session = board.session("acme")
+    session.send("79001234567", "hi", "k1").get(timeout=5).delivered.result(timeout=5)
+    with pytest.raises(InvalidInput, match="different message"):
+        session.send("79001234568", "different", "k1").get(timeout=5)
+    assert session.send("79001234567", "hi", "k1").get(timeout=5).message_id   # a true retry is fine
+    assert board.network.messages("79001234568") == []
+
+
+def test_lone_surrogate_is_bad_input(board, waiter):
+    from switchboard.actors.phone import InvalidInput
+    link(board, waiter, "acme")
+    with pytest.raises(InvalidInput, match="Unicode"):
+        board.session("acme").send("79001234567", "\ud800").get(timeout=5)
+    assert waiter.status("acme")["queued"] == 0
