@@ -22,14 +22,13 @@ from typing import Any, Callable
 
 import bottle
 import pykka
-from pykka.messages import ProxyCall
 from bottle import HTTPError, HTTPResponse, request, response
 
 from switchboard.actors.connection import SendError
 from switchboard.actors.phone import InvalidInput, normalize_phone, validate_company_id
 from switchboard.actors.ratelimit import RateLimited
 from switchboard.actors.session import MAX_TEXT, OutboxUnavailable, SessionUnavailable
-from switchboard.supervision.board import SESSION_METHODS, SessionHandle
+from switchboard.supervision.board import SessionHandle
 from switchboard.supervision.events import parse_since, read_log
 
 from . import metrics as metrics_mod
@@ -254,22 +253,8 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
             raise ApiError(404, f"session {company_id} not found")
         return SessionHandle(board, company_id)
 
-    directory = board.directory
-
     def ask(session: SessionHandle, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One actor call with the timeout. The common case is a plain ask of the live
-        actor (one future); if there is none or it died before answering, the handle's
-        call waits for the restarted actor and retries once, as the facade promises."""
-        ref = directory.refs.get(session.company_id)
-        if ref is not None:
-            started = time.monotonic()
-            try:
-                return ref.ask(ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs),
-                               timeout=ask_timeout)
-            except pykka.ActorDeadError:
-                left = ask_timeout - (time.monotonic() - started)
-                return session.call(method, *args, **kwargs).get(timeout=max(0.01, left))
-        return session.call(method, *args, **kwargs).get(timeout=ask_timeout)
+        return session.ask(method, *args, timeout=ask_timeout, **kwargs)
 
     def create(company_id: str) -> SessionHandle:
         return board.session(company_id, create=True)
@@ -461,21 +446,18 @@ def make_app(board: Any, config: Any = None, keys: ApiKeys | None = None,
         code = current_qr(companyId)
         return ok({"companyId": companyId, **qr_payload(companyId, code)})
 
-    @route("GET", "/api/whatsapp/sessions/<companyId>/qr.png")
-    def qr_png(_principal, companyId):
-        scale = int_query("scale", qr_mod.DEFAULT_SCALE, 1, qr_mod.MAX_SCALE)
-        code = current_qr(companyId)
-        response.content_type = "image/png"
-        response.set_header("Cache-Control", "no-store")
-        return qr_mod.png(code["code"], scale)
+    def qr_image(render: Callable[[str, int], Any], content_type: str) -> Callable:
+        def image(_principal, companyId):
+            scale = int_query("scale", qr_mod.DEFAULT_SCALE, 1, qr_mod.MAX_SCALE)
+            code = current_qr(companyId)
+            response.content_type = content_type
+            response.set_header("Cache-Control", "no-store")
+            return render(code["code"], scale)
+        image.__name__ = f"qr_{render.__name__}"
+        return image
 
-    @route("GET", "/api/whatsapp/sessions/<companyId>/qr.svg")
-    def qr_svg(_principal, companyId):
-        scale = int_query("scale", qr_mod.DEFAULT_SCALE, 1, qr_mod.MAX_SCALE)
-        code = current_qr(companyId)
-        response.content_type = "image/svg+xml"
-        response.set_header("Cache-Control", "no-store")
-        return qr_mod.svg(code["code"], scale)
+    route("GET", "/api/whatsapp/sessions/<companyId>/qr.png")(qr_image(qr_mod.png, "image/png"))
+    route("GET", "/api/whatsapp/sessions/<companyId>/qr.svg")(qr_image(qr_mod.svg, "image/svg+xml"))
 
     @route("GET", "/qr/<companyId>", access="public")
     def qr_page(_principal, companyId):

@@ -48,7 +48,7 @@ def board_factory(tmp_path):
              data_dir: Path | None = None, restart_policy: RestartPolicy = FAST_RESTARTS,
              transport_override=None, **kw) -> Switchboard:
         board = Switchboard(data_dir=data_dir or tmp_path / "data", transport=transport_override or "simulated",
-                            network=network or make_network(), settings=settings,
+                            network=None if transport_override else network or make_network(), settings=settings,
                             restart_policy=restart_policy, **kw)
         boards.append(board.start())
         return board

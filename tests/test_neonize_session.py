@@ -17,9 +17,8 @@ from switchboard.actors.neonize_connection import NeonizeTransport
 from switchboard.actors.session import InjectedCrash, SessionSettings
 from switchboard.supervision import Switchboard
 
-from .conftest import FAST_RESTARTS
-from .test_neonize_connection import NETWORK_FAILURE_WORDS, HoldProxy, refused_proxy_url, session_children, \
-    wait_until
+from .test_neonize_connection import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401
+                                      session_children, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,24 +34,10 @@ def no_leftovers():
 
 
 @pytest.fixture
-def make_board(tmp_path):
-    boards = []
-
+def make_board(board_factory):
     def make(proxy: str) -> Switchboard:
-        board = Switchboard(data_dir=tmp_path / "data", transport=NeonizeTransport(proxy=proxy, stop_grace=1.0),
-                            settings=SETTINGS, restart_policy=FAST_RESTARTS)
-        boards.append(board.start())
-        return board
-    yield make
-    for board in boards:
-        board.stop()
-
-
-@pytest.fixture
-def hold_proxy():
-    proxy = HoldProxy()
-    yield proxy
-    proxy.close()
+        return board_factory(transport_override=NeonizeTransport(proxy=proxy, stop_grace=1.0), settings=SETTINGS)
+    return make
 
 
 def test_offline_connect_failure_becomes_reconnecting_with_the_network_error(make_board):
