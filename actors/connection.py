@@ -3,13 +3,42 @@
 A SessionActor owns exactly one Connection at a time. Connections call `emit(event)`
 from their own threads; the actor wraps `emit` so that it only `tell`s the event,
 tagged with the connection's generation, into the actor's mailbox.
+
+A drop or a failed connect carries a typed `Cause`, set by the transport from what it
+knows (a code, an exit status), so nothing downstream reads error text to decide.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Protocol
+
+from .payload import Payload
+
+
+class Cause(str, enum.Enum):
+    """Why a link dropped or could not be made. The value is the metrics label."""
+    UNREACHABLE = "unreachable"              # no route, DNS, refused, dial error
+    DROPPED = "dropped"                      # an established link went away
+    KEEPALIVE = "keepalive"                  # pings unanswered for too long
+    TIMED_OUT = "timed_out"                  # no connect (or no answer) within the deadline
+    PROCESS_EXITED = "process_exited"        # the transport's own process died
+    OPEN_FAILED = "could_not_open"           # the transport could not even start connecting
+    HEALTH_CHECK = "health_check"            # the actor found the link dead
+    OWNER_BUSY = "owner_busy"                # another owner (process, host) holds the company
+    SERVICE_UNAVAILABLE = "service_unavailable"   # WhatsApp answered 5xx
+    CLIENT_OUTDATED = "client_outdated"      # WhatsApp refuses this client version (405)
+    REJECTED = "rejected"                    # forbidden, bad user agent, any other refusal
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again can help without an operator."""
+        return self not in (Cause.CLIENT_OUTDATED, Cause.REJECTED)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +67,13 @@ class Connected:
 
 @dataclasses.dataclass(frozen=True)
 class Disconnected:
-    """The link dropped. `retryable` says whether reconnecting can help."""
+    """The link dropped (or never came up): `reason` for people, `cause` for code."""
     reason: str
-    retryable: bool = True
+    cause: Cause = Cause.DROPPED
+
+    @property
+    def retryable(self) -> bool:
+        return self.cause.retryable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +97,13 @@ class TemporaryBan:
 
 @dataclasses.dataclass(frozen=True)
 class ConnectFailure:
-    """Connecting failed. Forbidden or outdated clients are not retryable."""
+    """WhatsApp refused the connection. Forbidden or outdated clients are not retryable."""
     reason: str
-    retryable: bool = False
+    cause: Cause = Cause.REJECTED
+
+    @property
+    def retryable(self) -> bool:
+        return self.cause.retryable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,20 +144,25 @@ class SendError(Exception):
 class Connection(Protocol):
     """One attempt at a live link to WhatsApp for one company.
 
-    `open` starts connecting and returns at once; everything that follows arrives as
-    events. `close` is idempotent, returns within a bounded time, and after it no more
-    events are emitted. Commands return futures so the owning actor never blocks.
+    Nothing here blocks the caller: `open` starts connecting and returns at once, and
+    everything that follows arrives as events; commands return futures. `close` is
+    idempotent and returns at once too, with a future that resolves (to None) once the
+    link is gone for good: no socket, no process left. Until then the connection may
+    still emit what it had already received (IncomingMessage, Receipt), which WhatsApp
+    will not send again; after it, nothing.
     """
 
     def open(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> Future:
+        """Start closing; the future resolves when the link is gone (already done if it is)."""
+        ...
 
     def alive(self) -> bool:
         """False once the link is gone for good (closed, or its process died)."""
         ...
 
-    def send_text(self, jid: str, text: str) -> Future:
+    def send(self, jid: str, payload: Payload) -> Future:
         """Resolves to the WhatsApp message id, or fails with SendError."""
         ...
 
@@ -145,5 +187,6 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None:
-        """Release what the transport itself holds (threads, processes)."""
+        """Release what the transport itself holds (threads, processes); waits, bounded,
+        for the links still closing, so that none outlives the gateway."""
         ...
