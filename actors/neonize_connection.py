@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .connection import (ConnectFailure, Connected, ConnectionEvent, Disconnected, EmitFn,
+from .connection import (Cause, ConnectFailure, Connected, ConnectionEvent, Disconnected, EmitFn,
                          IncomingMessage, LoggedOut, Paired, QrCode, QrExhausted, Receipt,
                          Replaced, SendError, TemporaryBan)
 from .scheduler import Scheduler, TimerHandle
@@ -294,8 +294,7 @@ class NeonizeConnection:
                     parent_end.close()
                 with self._lock:
                     self._final = self._exited = True
-                    self._emit(Disconnected(reason=f"could not start session process: {exc}",
-                                            retryable=True))
+                    self._emit(Disconnected(reason=f"could not start session process: {exc}", cause=Cause.DROPPED))
                 return
             self._proc, self._conn, self.pid = proc, parent_end, proc.pid
             self._reader = threading.Thread(target=self._read_loop, args=(proc, parent_end),
@@ -307,8 +306,14 @@ class NeonizeConnection:
             log.info("company %s: session process %s started (generation %s)",
                      self.company_id, proc.pid, self.generation)
 
-    def close(self) -> None:
+    def close(self) -> Future:
         """Idempotent; returns within about stop_grace + 4 s; no events afterwards."""
+        self._close_blocking()
+        done: Future = Future()
+        done.set_result(None)
+        return done
+
+    def _close_blocking(self) -> None:
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -328,6 +333,9 @@ class NeonizeConnection:
         return not _wait_ready([proc.sentinel], 0)
 
     # ----------------------------------------------------------------- commands
+
+    def send(self, jid: str, payload) -> Future:
+        return self.send_text(jid, payload.text)
 
     def send_text(self, jid: str, text: str) -> Future:
         """Resolves to the WhatsApp message id (str) or fails with SendError."""
@@ -488,7 +496,7 @@ class NeonizeConnection:
             log.warning("company %s: session process %s exited unasked (code %s)",
                         self.company_id, proc.pid, _exit_text(code))
             self._emit(Disconnected(
-                reason=f"session process exited with code {_exit_text(code)}", retryable=True))
+                reason=f"session process exited with code {_exit_text(code)}", cause=Cause.DROPPED))
 
     def _on_child_event(self, msg: dict) -> None:
         with self._lock:
@@ -527,7 +535,7 @@ class NeonizeConnection:
                 return [], None
             if "outdated" in event:
                 return [ConnectFailure(reason="client outdated: upgrade neonize",
-                                       retryable=False)], _END
+                                       cause=Cause.CLIENT_OUTDATED)], _END
             log.info("company %s: QR login ended with %r", self.company_id, event)
             return [QrExhausted()], _END        # Go may now hang in FetchMe: end the child
         if kind == "paired":
@@ -544,7 +552,7 @@ class NeonizeConnection:
             return [Connected(phone=self._phone)], None
         if kind == "disconnected":
             self._connected = False
-            return [Disconnected(reason="connection lost", retryable=True)], None
+            return [Disconnected(reason="connection lost", cause=Cause.DROPPED)], None
         if kind == "keepalive_timeout":
             return self._on_keepalive_timeout(msg), None
         if kind == "keepalive_restored":
@@ -564,14 +572,14 @@ class NeonizeConnection:
             self._connected = False
             name = str(msg.get("reason") or "UNKNOWN")
             text = f"{name}: {msg.get('message')}" if msg.get("message") else name
-            return [ConnectFailure(reason=text, retryable=name in _RETRYABLE_FAILURES)], _END
+            return [ConnectFailure(reason=text, cause=Cause.SERVICE_UNAVAILABLE if name in _RETRYABLE_FAILURES else Cause.REJECTED)], _END
         if kind == "client_outdated":
             self._connected = False
-            return [ConnectFailure(reason="client outdated: upgrade neonize", retryable=False)], _END
+            return [ConnectFailure(reason="client outdated: upgrade neonize", cause=Cause.CLIENT_OUTDATED)], _END
         if kind == "connect_failed":
             self._connected = False
             error = str(msg.get("error") or "unknown error")
-            return [Disconnected(reason=f"connect failed: {error}", retryable=True)], _FINAL
+            return [Disconnected(reason=f"connect failed: {error}", cause=Cause.UNREACHABLE)], _FINAL
         if kind == "stream_error":
             log.warning("company %s: stream error %s", self.company_id, msg.get("code"))
             return [], None
@@ -610,7 +618,7 @@ class NeonizeConnection:
             return []
         self._keepalive_lost = True
         self._connected = False
-        return [Disconnected(reason=f"keep-alive lost for {failing_for:.0f}s", retryable=True)]
+        return [Disconnected(reason=f"keep-alive lost for {failing_for:.0f}s", cause=Cause.DROPPED)]
 
     def _arm_qr_stall(self, ttl: float) -> None:
         self._disarm_qr_stall()
@@ -640,7 +648,7 @@ class NeonizeConnection:
             self._final = True
             self._emit(Disconnected(
                 reason=f"no answer from the session within {self._connect_deadline:g}s "
-                       "(connect deadline): killed", retryable=True))
+                       "(connect deadline): killed", cause=Cause.DROPPED))
         self._end_child_async(0.5)             # it is hung: don't wait for a clean stop
 
     def _cancel_timers(self) -> None:

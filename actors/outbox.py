@@ -7,13 +7,14 @@ go out. Replaying the file gives the pending sends and the idempotency keys in u
 from __future__ import annotations
 
 import collections
-import hashlib
 import dataclasses
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .journal import Journal
+from .payload import Payload, fingerprint, from_record
 
 KEYS_KEPT = 1000          # idempotency keys remembered after their send went out
 COMPACT_EVERY = 2000      # records appended before the file is rewritten
@@ -24,10 +25,26 @@ class OutboxEntry:
     id: str
     to: str                       # phone digits
     jid: str
-    text: str
+    payload: Payload
     key: str | None = None
     accepted_at: float = dataclasses.field(default_factory=time.time)
     attempts: int = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.to, self.payload)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"id": self.id, "to": self.to, "jid": self.jid, "payload": self.payload.as_record(),
+                "key": self.key, "accepted_at": self.accepted_at, "attempts": self.attempts}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OutboxEntry:
+        """Raises KeyError/TypeError/ValueError on a record it cannot read."""
+        record = dict(record)
+        # Lines written before payloads existed carry the text itself.
+        payload = from_record(record.pop("payload") if "payload" in record else {"text": record.pop("text")})
+        return cls(payload=payload, **record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +53,6 @@ class KeyedResult:
     message_id: str | None        # None while the send is pending
     error: str | None = None
     fingerprint: str | None = None    # of the message the key was first used for
-
-
-def fingerprint(to: str, text: str) -> str:
-    """Tells a retry of the same message from a new message reusing its key."""
-    return hashlib.sha256(f"{to}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class Outbox:
@@ -75,26 +87,29 @@ class Outbox:
 
     def add(self, entry: OutboxEntry) -> None:
         """Durably accept a send. Raises OSError (and keeps nothing) if the disk refuses."""
-        self._journal.append({"op": "add", **dataclasses.asdict(entry)})
+        self._journal.append({"op": "add", **entry.as_record()})
         self._pending[entry.id] = entry
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, None, None, fingerprint(entry.to, entry.text)))
+            self._remember(entry.key, KeyedResult(entry.id, None, None, entry.fingerprint))
 
     def done(self, entry_id: str, message_id: str) -> None:
-        entry = self._pending.pop(entry_id, None)
-        if entry is None:
-            return
-        if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, message_id, None, fingerprint(entry.to, entry.text)))
-        self._append_or_keep({"op": "done", "id": entry_id, "messageId": message_id})
+        """WhatsApp took it: it leaves the outbox, its key remembers the message id."""
+        self._settle(entry_id, message_id, None)
 
     def failed(self, entry_id: str, error: str) -> None:
+        """It can never go out: it leaves the outbox, its key remembers why."""
+        self._settle(entry_id, None, error)
+
+    def _settle(self, entry_id: str, message_id: str | None, error: str | None) -> None:
         entry = self._pending.pop(entry_id, None)
         if entry is None:
             return
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, None, error, fingerprint(entry.to, entry.text)))
-        self._append_or_keep({"op": "failed", "id": entry_id, "error": error})
+            self._remember(entry.key, KeyedResult(entry.id, message_id, error, entry.fingerprint))
+        if error is None:
+            self._append_or_keep({"op": "done", "id": entry_id, "messageId": message_id})
+        else:
+            self._append_or_keep({"op": "failed", "id": entry_id, "error": error})
 
     def close(self) -> None:
         self._journal.close()
@@ -114,7 +129,7 @@ class Outbox:
         records = [{"op": "key", "key": k, "id": r.id, "messageId": r.message_id, "error": r.error,
                     "fingerprint": r.fingerprint}
                    for k, r in self._keys.items() if r.message_id is not None or r.error is not None]
-        records += [{"op": "add", **dataclasses.asdict(e)} for e in self._pending.values()]
+        records += [{"op": "add", **e.as_record()} for e in self._pending.values()]
         self._journal.rewrite(records)
 
     def _remember(self, key: str, result: KeyedResult) -> None:
@@ -127,17 +142,17 @@ class Outbox:
         op = record.pop("op", None)
         if op == "add":
             try:
-                entry = OutboxEntry(**record)
-            except TypeError:
+                entry = OutboxEntry.from_record(record)
+            except (KeyError, TypeError, ValueError):
                 return
             self._pending[entry.id] = entry
             if entry.key:
-                self._remember(entry.key, KeyedResult(entry.id, None, None, fingerprint(entry.to, entry.text)))
+                self._remember(entry.key, KeyedResult(entry.id, None, None, entry.fingerprint))
         elif op in ("done", "failed"):
             entry = self._pending.pop(record.get("id"), None)
             if entry and entry.key:
                 self._remember(entry.key, KeyedResult(entry.id, record.get("messageId"), record.get("error"),
-                                                      fingerprint(entry.to, entry.text)))
+                                                      entry.fingerprint))
         elif op == "key":
             self._remember(record["key"], KeyedResult(record["id"], record.get("messageId"), record.get("error"),
                                                       record.get("fingerprint")))

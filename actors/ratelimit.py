@@ -5,7 +5,7 @@ import collections
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,12 @@ class RateLimited(Exception):
         super().__init__(f"rate limit reached ({scope}); retry in {retry_after_ms} ms")
         self.retry_after_ms = retry_after_ms
         self.scope = scope
+
+
+class Limiter(Protocol):
+    """Counts a company's sends; `acquire` raises RateLimited when one would exceed a limit."""
+
+    def acquire(self, recipient: str) -> None: ...
 
 
 class SlidingWindowLimiter:

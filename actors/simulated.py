@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .connection import (Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
+from .connection import (Cause, Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
                          Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from .phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from .scheduler import Scheduler
@@ -111,12 +111,12 @@ class SimulatedNetwork:
                 faults.latency = float(seconds)
             elif fault == "drop":
                 if live:
-                    live._die(Disconnected("connection dropped (simulated)", retryable=True))
+                    live._die(Disconnected("connection dropped (simulated)", cause=Cause.DROPPED))
             elif fault == "refuse":
                 # An outage: the link drops now and connects are refused until it ends.
                 faults.refuse_until = self._clock() + seconds
                 if live:
-                    live._die(Disconnected("connection lost: network unreachable (simulated)", retryable=True))
+                    live._die(Disconnected("connection lost: network unreachable (simulated)", cause=Cause.UNREACHABLE))
             elif fault == "ban":
                 faults.ban_until = self._clock() + seconds
                 if live:
@@ -190,7 +190,7 @@ class SimulatedNetwork:
             faults = self._faults.get(cid, _NO_FAULTS)
             now = self._clock()
             if faults.refuse_until > now:
-                conn._die(Disconnected("connection refused: network unreachable (simulated)", retryable=True))
+                conn._die(Disconnected("connection refused: network unreachable (simulated)", cause=Cause.UNREACHABLE))
                 return
             if faults.ban_until > now:
                 conn._die(TemporaryBan(round(faults.ban_until - now, 3)))
@@ -326,18 +326,20 @@ class SimulatedConnection:
         else:
             self.network._establish(self)
 
-    def close(self) -> None:
+    def close(self) -> Future:
         with self.network._lock:
-            if self._state in ("closed",):
-                return
-            self._state = "closed"
-            self.network._unmark_live(self)
+            if self._state != "closed":
+                self._state = "closed"
+                self.network._unmark_live(self)
+        closed: Future = Future()
+        closed.set_result(None)          # a simulated socket is gone at once
+        return closed
 
     def alive(self) -> bool:
         return self._state in ("new", "opening", "qr", "connected")
 
-    def send_text(self, jid: str, text: str) -> Future:
-        return self.network._send(self, jid, text)
+    def send(self, jid: str, payload) -> Future:
+        return self.network._send(self, jid, payload.text)
 
     def pair_phone(self, phone: str) -> Future:
         future: Future = Future()

@@ -16,24 +16,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pykka
-from pykka.messages import ProxyCall
 
 from switchboard.actors.connection import Transport
+from switchboard.actors.context import SessionContext, SessionSettings
+from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.kinds import EventKind
+from switchboard.actors.lifecycle import STATES
+from switchboard.actors.messages import COMMANDS
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
-from switchboard.actors.session import STATES, SessionContext, SessionSettings, SessionUnavailable
 from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
 
 from .events import Event, EventBus
+from .sinks import Sink, SinkFactory
 from .supervisor import Directory, RestartPolicy, Supervisor
-from .webhooks import WebhookConfig, WebhookSink
 
 log = logging.getLogger(__name__)
-
-# The session methods a handle forwards (name -> actor method); anything else is an AttributeError.
-SESSION_METHODS = {"start": "start_session", "stop": "stop_session", "reconnect": "reconnect",
-                   "logout": "logout", "send": "send", "pair_phone": "pair_phone", "status": "status",
-                   "qr": "qr", "diagnostics": "diagnostics", "discard_outbox": "discard_outbox"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +61,7 @@ class SessionHandle:
         self.company_id = company_id
 
     def __getattr__(self, name: str) -> Callable[..., pykka.Future]:
-        if name not in SESSION_METHODS:
+        if name not in COMMANDS:
             raise AttributeError(name)
         return lambda *args, **kwargs: self.call(name, *args, **kwargs)
 
@@ -71,7 +69,7 @@ class SessionHandle:
         """Ask the live actor. An actor that died before handling the call did not run
         it, so the call is retried once on its replacement; with no live actor the
         future fails with SessionUnavailable."""
-        message = ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs)
+        message = COMMANDS[method](*args, **kwargs)
         wait = self._board.restart_wait if wait is None else wait
         directory = self._board.directory
         ref = directory.wait_for(self.company_id, wait)
@@ -107,8 +105,7 @@ class SessionHandle:
         if ref is not None:
             started = time.monotonic()
             try:
-                return ref.ask(ProxyCall(attr_path=(SESSION_METHODS[method],), args=args, kwargs=kwargs),
-                               timeout=timeout)
+                return ref.ask(COMMANDS[method](*args, **kwargs), timeout=timeout)
             except pykka.ActorDeadError:
                 timeout = max(0.01, timeout - (time.monotonic() - started))
         return self.call(method, *args, **kwargs).get(timeout=timeout)
@@ -131,7 +128,7 @@ class Switchboard:
                  settings: SessionSettings | None = None, restart_policy: RestartPolicy | None = None,
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
-                 webhook: WebhookConfig | None = None, redis_url: str | None = None,
+                 sinks: Iterable[SinkFactory] = (), redis_url: str | None = None,
                  restore_stagger: float | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
@@ -150,10 +147,10 @@ class Switchboard:
         self.ctx: SessionContext | None = None
         self._supervisor: pykka.ActorRef | None = None
         self.started_at: float | None = None
-        self.webhook_config = webhook
+        self._sink_factories = tuple(sinks)
+        self.sinks: list[Sink] = []
         self.redis_url = redis_url
         self.redis = None
-        self.webhooks: WebhookSink | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -161,14 +158,15 @@ class Switchboard:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scheduler = Scheduler()
         self.bus = EventBus(self.data_dir / "supervisor.log")
-        if self.webhook_config is not None:
-            self.webhooks = WebhookSink(self.webhook_config, self.data_dir)
-            self.bus.subscribe(self.webhooks)
+        for make_sink in self._sink_factories:
+            sink = make_sink(self.data_dir)
+            self.sinks.append(sink)
+            self.bus.subscribe(sink)
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
                                   limiter_factory=self._redis_limiter_factory())
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
-        self.bus.publish(None, "gateway", {"action": "started", "transport": self.transport.name})
+        self.bus.publish(None, EventKind.GATEWAY, {"action": "started", "transport": self.transport.name})
         if self._restore:
             self.supervisor.restore(self.restore_stagger).get(timeout=30)
         return self
@@ -183,10 +181,10 @@ class Switchboard:
             self._supervisor = None
         self.transport.close()
         if self.bus is not None:
-            self.bus.publish(None, "gateway", {"action": "stopped"})
+            self.bus.publish(None, EventKind.GATEWAY, {"action": "stopped"})
             self.bus.close()
-        if self.webhooks is not None:
-            self.webhooks.close()       # what is still pending stays journaled for the next start
+        for sink in self.sinks:
+            sink.close()                # what is still pending stays recorded for the next start
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.redis is not None:
@@ -229,7 +227,7 @@ class Switchboard:
 
     def company_ids(self) -> list[str]:
         d = self.directory
-        return sorted(set(d.refs) | set(d.restarting) | d.parked)
+        return sorted(set(d.refs) | set(d.restarting) | set(d.parked))
 
     def remove(self, company_id: str, *, logout: bool = True) -> bool:
         """Log out (unless told not to), give up its pending sends, stop the actor, and
@@ -266,15 +264,11 @@ class Switchboard:
         ref = self.directory.refs.get(company_id)
         if ref is None or not ref.is_alive() or self.ctx is None:
             return None
-        busy = self.ctx.busy_since.get(company_id)
-        if busy is not None and time.monotonic() - busy > max_busy:
-            return None
-        return self.ctx.snapshots.get(company_id)
+        return self.ctx.status_board.live(company_id, max_busy)
 
     def statuses(self) -> list[dict[str, Any]]:
         """Every session's last published status (no actor is asked)."""
-        snapshots = self.ctx.snapshots if self.ctx else {}
-        return [self._snapshot(cid, snapshots) for cid in self.company_ids()]
+        return [self._snapshot(cid) for cid in self.company_ids()]
 
     def metrics(self) -> dict[str, Any]:
         """Global figures, derived from the sessions' states (never kept as counters)."""
@@ -292,12 +286,17 @@ class Switchboard:
             "transport": self.transport.name,
         }
 
-    def _snapshot(self, company_id: str, snapshots: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        if company_id in self.directory.restarting:
-            base = snapshots.get(company_id, {})
-            return {**base, "companyId": company_id, "status": "restarting", "connected": False,
+    def _snapshot(self, company_id: str) -> dict[str, Any]:
+        """What a reader sees: the session's own status, or what the supervisor knows of it."""
+        published = self.ctx.status_board.get(company_id) if self.ctx else None
+        directory = self.directory
+        if company_id in directory.restarting:
+            return {**(published or {}), "companyId": company_id, "status": "restarting", "connected": False,
                     "lastError": "session actor crashed; restarting"}
-        return snapshots.get(company_id) or {"companyId": company_id, "status": "stopped", "connected": False}
+        if company_id in directory.parked and company_id not in directory.refs:
+            return {"companyId": company_id, "status": "failed", "connected": False,
+                    "lastError": directory.parked[company_id]}
+        return published or {"companyId": company_id, "status": "stopped", "connected": False}
 
     def wait_for_state(self, company_id: str, states: Iterable[str], timeout: float) -> dict[str, Any]:
         wanted = frozenset(states)
@@ -306,12 +305,13 @@ class Switchboard:
         def wake(_event: Event) -> None:
             with changed:
                 changed.notify_all()
-        unsubscribe = self.on_event(wake, kinds=("state", "spawned", "restarting"), company_id=company_id)
+        unsubscribe = self.on_event(wake, kinds=(EventKind.STATE, EventKind.SPAWNED, EventKind.RESTARTING,
+                                                 EventKind.GAVE_UP), company_id=company_id)
         try:
             deadline = time.monotonic() + timeout
             with changed:
                 while True:
-                    status = self._snapshot(company_id, self.ctx.snapshots)
+                    status = self._snapshot(company_id)
                     if status["status"] in wanted:
                         return status
                     left = deadline - time.monotonic()
@@ -337,7 +337,8 @@ class Switchboard:
     def on_message(self, callback: Callable[[InboundMessage], None],
                    company_id: str | None = None) -> Callable[[], None]:
         """Call `callback(message)` once for every incoming message."""
-        return self.on_event(lambda event: callback(InboundMessage.from_event(event)), ("message",), company_id)
+        return self.on_event(lambda event: callback(InboundMessage.from_event(event)), (EventKind.MESSAGE,),
+                             company_id)
 
 
 def _failed(error: Exception) -> pykka.Future:

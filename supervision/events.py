@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from switchboard.actors.kinds import LOGGED
+
 log = logging.getLogger(__name__)
 
 # Kinds written to the supervisor log: supervision and lifecycle, not message traffic.
-LOGGED_KINDS = frozenset({"state", "spawned", "crashed", "restarting", "gave_up", "stopped", "removed",
-                          "paired", "lease_gained", "lease_lost", "gateway"})
+LOGGED_KINDS = LOGGED
 
 
 @dataclasses.dataclass(frozen=True)

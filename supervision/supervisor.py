@@ -20,7 +20,10 @@ import pykka
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.phone import validate_company_id
-from switchboard.actors.session import ChildExit, SessionActor, SessionContext
+from switchboard.actors.context import SessionContext
+from switchboard.actors.kinds import EventKind
+from switchboard.actors.messages import ChildExit
+from switchboard.actors.session import SessionActor, tell_quietly
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,13 @@ class Directory:
     def __init__(self) -> None:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.restarting: dict[str, float] = {}       # company id -> when the restart is due
-        self.parked: frozenset[str] = frozenset()    # companies no actor could run for
+        self.parked: dict[str, str] = {}             # company id -> why no actor can run for it
         self._changed = threading.Condition()
 
     def publish(self, refs: dict[str, pykka.ActorRef], restarting: dict[str, float],
-                parked: set[str] | frozenset[str] = frozenset()) -> None:
+                parked: dict[str, str] | None = None) -> None:
         with self._changed:
-            self.refs, self.restarting, self.parked = refs, restarting, frozenset(parked)
+            self.refs, self.restarting, self.parked = refs, restarting, dict(parked or {})
             self._changed.notify_all()
 
     def wait_for(self, company_id: str, timeout: float,
@@ -82,7 +85,7 @@ class _Child:
     company_id: str
     ref: pykka.ActorRef | None = None
     status: str = "running"          # running | backoff | stopping | parked (no actor could run)
-    parked: bool = False             # the running actor is a parked one (state failed)
+    runs_parked: bool = False        # the running actor is a parked one (state failed)
     dead_since: float | None = None  # when the sweep first found the actor dead
     generation: int = 0
     attempt: int = 0
@@ -168,8 +171,8 @@ class Supervisor(pykka.ThreadingActor):
         if company_id in self._children:
             raise RuntimeError("detach the company before removing its files")
         shutil.rmtree(self._ctx.company_dir(company_id), ignore_errors=True)
-        self._ctx.snapshots.pop(company_id, None)
-        self._ctx.publish(company_id, "removed", {})
+        self._ctx.status_board.drop(company_id)
+        self._ctx.publish(company_id, EventKind.REMOVED, {})
 
     def children(self) -> dict[str, dict[str, Any]]:
         return {cid: {"status": c.status, "restarts": len(c.restarts), "lastReason": c.last_reason}
@@ -202,7 +205,7 @@ class Supervisor(pykka.ThreadingActor):
         self._children[child.company_id] = child
         if child.company_id not in self._order:
             self._order.append(child.company_id)
-        child.parked, child.dead_since = parked_reason is not None, None
+        child.runs_parked, child.dead_since = parked_reason is not None, None
         try:
             child.ref = SessionActor.start(child.company_id, self._ctx, supervisor=self.actor_ref,
                                            parked_reason=parked_reason, start_delay=start_delay)
@@ -210,14 +213,15 @@ class Supervisor(pykka.ThreadingActor):
             log.exception("could not start the session actor of %s", child.company_id)
             child.ref, child.status = None, "backoff"
             child.generation += 1
-            self._ctx.publish(child.company_id, "crashed", {"error": f"could not start: {exc!r}"})
+            self._ctx.publish(child.company_id, EventKind.CRASHED, {"error": f"could not start: {exc!r}"})
             self._ctx.scheduler.call_later(self._policy.backoff.cap, self._tell,
                                            RestartChild(child.company_id, child.generation))
             self._publish_refs()
             return
         child.status, child.started_at = "running", self._clock()
         self._publish_refs()
-        self._ctx.publish(child.company_id, "spawned", {"attempt": child.attempt, "parked": bool(parked_reason)})
+        self._ctx.publish(child.company_id, EventKind.SPAWNED, {"attempt": child.attempt,
+                                                                 "parked": bool(parked_reason)})
 
     def _on_child_exit(self, exit_: ChildExit) -> None:
         child = self._children.get(exit_.company_id)
@@ -229,14 +233,12 @@ class Supervisor(pykka.ThreadingActor):
             return
         now = self._clock()
         child.last_reason = exit_.reason
-        self._ctx.publish(child.company_id, "crashed", {"error": exit_.reason, "traceback": exit_.traceback})
-        if child.parked:
+        self._ctx.publish(child.company_id, EventKind.CRASHED, {"error": exit_.reason, "traceback": exit_.traceback})
+        if child.runs_parked:
             # Even the parked actor, which connects nothing, crashed: stop trying.
             reason = f"cannot run even parked (last error: {exit_.reason}); start it again once fixed"
-            child.status, child.ref = "parked", None
-            self._ctx.snapshots[child.company_id] = {"companyId": child.company_id, "status": "failed",
-                                                     "connected": False, "lastError": reason}
-            self._ctx.publish(child.company_id, "gave_up", {"error": reason})
+            child.status, child.ref, child.last_reason = "parked", None, reason
+            self._ctx.publish(child.company_id, EventKind.GAVE_UP, {"error": reason})
             self._publish_refs()
             return
         while child.restarts and now - child.restarts[0] > self._policy.period:
@@ -244,7 +246,7 @@ class Supervisor(pykka.ThreadingActor):
         if len(child.restarts) >= self._policy.max_restarts:
             reason = (f"crashed {len(child.restarts) + 1} times within {self._policy.period:g} s; parked "
                       f"(last error: {exit_.reason})")
-            self._ctx.publish(child.company_id, "gave_up", {"error": reason})
+            self._ctx.publish(child.company_id, EventKind.GAVE_UP, {"error": reason})
             child.restarts.clear()
             child.attempt = 0
             self._spawn(child, parked_reason=reason)
@@ -258,7 +260,7 @@ class Supervisor(pykka.ThreadingActor):
         child.status = "backoff"
         self._restart_due[child.company_id] = time.time() + delay
         self._publish_refs()
-        self._ctx.publish(child.company_id, "restarting", {"delaySeconds": round(delay, 3),
+        self._ctx.publish(child.company_id, EventKind.RESTARTING, {"delaySeconds": round(delay, 3),
                                                            "attempt": child.attempt})
         self._ctx.scheduler.call_later(delay, self._tell, RestartChild(child.company_id, child.generation))
 
@@ -267,10 +269,8 @@ class Supervisor(pykka.ThreadingActor):
                              if cid in self._children and self._children[cid].status == "backoff"}
         self._directory.publish({cid: c.ref for cid, c in self._children.items()
                                  if c.status == "running" and c.ref is not None}, dict(self._restart_due),
-                                {cid for cid, c in self._children.items() if c.status == "parked"})
+                                {cid: c.last_reason or "parked" for cid, c in self._children.items()
+                                 if c.status == "parked"})
 
     def _tell(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            pass
+        tell_quietly(self.actor_ref, message)

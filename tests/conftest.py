@@ -1,36 +1,25 @@
-"""Shared fixtures: a gateway on the simulated network with tiny timings, and helpers
-that await events instead of sleeping."""
+"""Shared fixtures: a gateway on the simulated network with tiny timings, and a
+throwaway redis-server. The helpers they use live in tests/support/."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from switchboard.actors.backoff import BackoffPolicy
-from switchboard.actors.ratelimit import RateLimit
-from switchboard.actors.session import SessionSettings
+from switchboard.actors.context import SessionSettings
 from switchboard.actors.simulated import SimulatedNetwork
 from switchboard.supervision import Switchboard
 from switchboard.supervision.supervisor import RestartPolicy
 
-FAST_BACKOFF = BackoffPolicy(base=0.05, factor=2.0, cap=0.2, jitter=0.2, max_attempts=5, stable_after=0.3)
-FAST_SETTINGS = SessionSettings(backoff=FAST_BACKOFF, rate_limit=RateLimit(1000, 60.0, 1000),
-                                health_interval=0.2, connect_timeout=2.0, logout_timeout=1.0)
-FAST_RESTARTS = RestartPolicy(backoff=BackoffPolicy(base=0.02, factor=2.0, cap=0.1, jitter=0.2,
-                                                    stable_after=5.0),
-                              max_restarts=3, period=10.0, sweep_interval=0.2)
-
-
-def make_network(**overrides) -> SimulatedNetwork:
-    options = {"qr_first": 5.0, "qr_next": 2.0, "qr_count": 3, **overrides}
-    return SimulatedNetwork(**options)
+# Re-exported for test modules written before tests/support/ existed.
+from .support.sessions import (FAST_BACKOFF, FAST_RESTARTS, FAST_SETTINGS, HoldingTransport,  # noqa: F401
+                               StateWaiter, assert_stays, link, make_network)
 
 
 @pytest.fixture
@@ -63,42 +52,14 @@ def board(board_factory, network):
     return board_factory(network)
 
 
-class StateWaiter:
-    """Waits for a session to reach a state, woken by the board's events (no polling)."""
-
-    def __init__(self, board: Switchboard) -> None:
-        self.board = board
-        self._cv = threading.Condition()
-        self._unsubscribe = board.on_event(self._wake)
-
-    def _wake(self, _event) -> None:
-        with self._cv:
-            self._cv.notify_all()
-
-    def status(self, company_id: str) -> dict:
-        return self.board.session(company_id, create=False).status().get(timeout=5)
-
-    def until(self, company_id: str, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                try:
-                    status = self.status(company_id)
-                except Exception:
-                    status = {"status": "restarting"}
-                if predicate(status):
-                    return status
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{company_id}: condition not met within {timeout} s; last {status}")
-                # Events wake us; the short cap covers a change that published no event.
-                self._cv.wait(min(left, 0.05))
-
-    def state(self, company_id: str, state: str, timeout: float = 5.0) -> dict:
-        return self.until(company_id, lambda s: s["status"] == state, timeout)
-
-    def close(self) -> None:
-        self._unsubscribe()
+@pytest.fixture
+def holding(board_factory, tmp_path):
+    transport = HoldingTransport(make_network())
+    patient = dataclasses.replace(FAST_SETTINGS, backoff=dataclasses.replace(FAST_BACKOFF, max_attempts=50))
+    board = board_factory(data_dir=tmp_path / "h", transport_override=transport, settings=patient)
+    waiter = StateWaiter(board)
+    yield board, waiter, transport
+    waiter.close()
 
 
 @pytest.fixture
@@ -106,14 +67,6 @@ def waiter(board):
     w = StateWaiter(board)
     yield w
     w.close()
-
-
-def link(board: Switchboard, waiter: StateWaiter, company_id: str, phone: str = "79990001122") -> dict:
-    """Start a company's session, scan its QR as `phone`, and wait until connected."""
-    board.session(company_id).start().get(timeout=5)
-    waiter.state(company_id, "qr")
-    board.network.scan(company_id, phone)
-    return waiter.state(company_id, "connected")
 
 
 # ---- a throwaway redis-server for the tests that need one -------------------------------

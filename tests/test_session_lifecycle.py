@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 
 import pytest
 
-from switchboard.actors.connection import ConnectFailure, Disconnected, QrCode
+from switchboard.actors.connection import Cause, ConnectFailure, Disconnected, QrCode, TemporaryBan
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
 from switchboard.actors.simulated import CREDENTIALS_FILE
 
-from .conftest import FAST_BACKOFF, StateWaiter, link, make_network
+from .support.sessions import (FAST_BACKOFF, ScriptedTransport, StateWaiter, assert_stays, link,
+                               make_network)
 
 
 def test_qr_scan_connect_send_receive(board, waiter):
@@ -99,7 +99,7 @@ def test_logged_out_deletes_credentials_and_never_reconnects(board, waiter):
     status = waiter.state("acme", "logged_out")
     assert "logged out" in status["lastError"]
     assert not (board.data_dir / "acme" / CREDENTIALS_FILE).exists()
-    _assert_stays(waiter, "acme", "logged_out", FAST_BACKOFF.worst_case_total())
+    assert_stays(waiter, "acme", "logged_out", FAST_BACKOFF.worst_case_total())
     assert board.network.live_count("acme") == 0
     # the next start shows a new QR
     board.session("acme").start().get(timeout=5)
@@ -111,7 +111,7 @@ def test_replaced_goes_to_conflict_and_does_not_fight_back(board, waiter):
     board.network.fault("acme", "replace")
     status = waiter.state("acme", "conflict")
     assert "replaced" in status["lastError"]
-    _assert_stays(waiter, "acme", "conflict", FAST_BACKOFF.worst_case_total())
+    assert_stays(waiter, "acme", "conflict", FAST_BACKOFF.worst_case_total())
     assert board.network.connections()["accounts"]["79990001122"]["live"] == 1   # the other client keeps it
     # the operator takes it back
     board.session("acme").reconnect().get(timeout=5)
@@ -141,7 +141,7 @@ def test_refused_connects_back_off_and_give_up_at_max_attempts(board, waiter):
     assert board.network.live_count("acme") == 0
     # recovery is an operator decision
     board.network.fault("acme", "refuse", seconds=0)
-    _assert_stays(waiter, "acme", "failed", 0.3)
+    assert_stays(waiter, "acme", "failed", 0.3)
     board.session("acme").reconnect().get(timeout=5)
     assert waiter.state("acme", "connected")["reconnectAttempts"] == 0
 
@@ -180,7 +180,7 @@ def test_qr_exhausted_stops_with_qr_expired(board_factory):
 
 
 def test_connect_failure_not_retryable_fails_with_reason(board_factory, tmp_path):
-    transport = ScriptedTransport([ConnectFailure("client outdated (405)", retryable=False)])
+    transport = ScriptedTransport([ConnectFailure("client outdated (405)", Cause.CLIENT_OUTDATED)])
     board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
     w = StateWaiter(board)
     board.session("acme").start().get(timeout=5)
@@ -191,7 +191,7 @@ def test_connect_failure_not_retryable_fails_with_reason(board_factory, tmp_path
 
 
 def test_child_process_died_is_retryable(board_factory, tmp_path):
-    transport = ScriptedTransport([Disconnected("session process exited with code -9", retryable=True),
+    transport = ScriptedTransport([Disconnected("session process exited with code -9", Cause.PROCESS_EXITED),
                                    QrCode("2@x", 60)])
     board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
     w = StateWaiter(board)
@@ -205,7 +205,7 @@ def test_stale_retry_timer_is_ignored(board, waiter):
     board.network.fault("acme", "refuse", seconds=60)
     waiter.state("acme", "reconnecting")
     board.session("acme").stop().get(timeout=5)
-    _assert_stays(waiter, "acme", "stopped", FAST_BACKOFF.cap * 2)
+    assert_stays(waiter, "acme", "stopped", FAST_BACKOFF.cap * 2)
     assert board.network.live_count("acme") == 0
 
 
@@ -335,17 +335,6 @@ def test_disk_full_refuses_the_send_and_keeps_nothing(board, waiter, monkeypatch
     assert board.network.messages("79001234567") == []
 
 
-def test_torn_outbox_line_is_skipped_on_recovery(tmp_path):
-    from switchboard.actors.outbox import Outbox, OutboxEntry
-    path = tmp_path / "outbox.jsonl"
-    box = Outbox(path)
-    box.add(OutboxEntry(id="a", to="7900", jid="7900@s.whatsapp.net", text="one"))
-    box.add(OutboxEntry(id="b", to="7900", jid="7900@s.whatsapp.net", text="two"))
-    box.done("a", "3EB0")
-    box.close()
-    with open(path, "ab") as f:
-        f.write(b'{"op":"add","id":"c","to":"79')        # crash mid-write
-    assert [e.id for e in Outbox(path).pending()] == ["b"]
 
 
 def test_inbound_duplicates_are_delivered_once(board, waiter):
@@ -395,88 +384,26 @@ def test_session_json_records_desired_state(board, waiter):
 
 # ---- helpers ---------------------------------------------------------------------------
 
-def _assert_stays(waiter: StateWaiter, company_id: str, state: str, seconds: float) -> None:
-    """The session is in `state` and no state event leaves it for `seconds`."""
-    left = threading.Event()
-    waiter.board.bus.flush()          # events from before this call are not "leaving"
-    unsubscribe = waiter.board.on_event(lambda e: e.data.get("state") != state and left.set(),
-                                        kinds=("state",), company_id=company_id)
-    try:
-        assert waiter.status(company_id)["status"] == state
-        assert not left.wait(seconds), f"{company_id} left {state}"
-    finally:
-        unsubscribe()
+
+def test_events_during_a_pending_logout_finish_the_logout(holding):
+    board, waiter, transport = holding
+    link(board, waiter, "acme")
+    transport.hold["logout"] = True
+    board.session("acme").logout().get(timeout=5)
+    board.network.fault("acme", "drop")                 # the link drops before WhatsApp confirms
+    assert_stays(waiter, "acme", "logged_out", FAST_BACKOFF.worst_case_total())
+    assert not (board.data_dir / "acme" / CREDENTIALS_FILE).exists()
+    assert board.network.live_count("acme") == 0
 
 
-class ScriptedConnection:
-    def __init__(self, transport, emit):
-        self.transport, self.emit, self.closed = transport, emit, False
-
-    def open(self):
-        self.transport.opened += 1
-        if self.transport.script:
-            self.emit(self.transport.script.pop(0))
-
-    def close(self):
-        self.closed = True
-
-    def alive(self):
-        return not self.closed
-
-    def send_text(self, jid, text):
-        raise AssertionError("not used")
-
-    pair_phone = logout = send_text
-
-
-class ScriptedTransport:
-    """Each connection emits the next scripted event when opened."""
-    name = "scripted"
-
-    def __init__(self, script):
-        self.script, self.opened = list(script), 0
-
-    def connect(self, company_id, company_dir, emit):
-        return ScriptedConnection(self, emit)
-
-    def forget(self, company_id, company_dir):
-        pass
-
-    def close(self):
-        pass
-
-
-def test_torn_tail_is_cut_so_the_next_record_survives(tmp_path):
-    from switchboard.actors.outbox import Outbox, OutboxEntry
-    path = tmp_path / "outbox.jsonl"
-    box = Outbox(path)
-    box.add(OutboxEntry(id="a1", to="7900", jid="7900@s.whatsapp.net", text="one"))
-    box.close()
-    with open(path, "ab") as f:
-        f.write(b'{"op":"add","id":"a2","to":"79')           # power lost mid-write
-    box = Outbox(path)
-    box.add(OutboxEntry(id="a3", to="7900", jid="7900@s.whatsapp.net", text="three"))
-    box.close()
-    assert [e.id for e in Outbox(path).pending()] == ["a1", "a3"]
-
-
-def test_short_write_is_refused_and_leaves_no_torn_line(tmp_path):
-    import resource
-    from switchboard.actors.outbox import Outbox, OutboxEntry
-    path = tmp_path / "outbox.jsonl"
-    box = Outbox(path)
-    box.add(OutboxEntry(id="a1", to="7900", jid="7900@s.whatsapp.net", text="one"))
-    size = path.stat().st_size
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))        # a disk that fills up mid-record
-    try:
-        with pytest.raises(OSError):
-            box.add(OutboxEntry(id="a2", to="7900", jid="7900@s.whatsapp.net", text="x" * 100))
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
-    assert path.stat().st_size == size
-    box.add(OutboxEntry(id="a3", to="7900", jid="7900@s.whatsapp.net", text="three"))
-    box.close()
-    assert [e.id for e in Outbox(path).pending()] == ["a1", "a3"]
+def test_ban_without_expiry_does_not_loop(board_factory, tmp_path):
+    transport = ScriptedTransport([TemporaryBan(0)])
+    board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
+    w = StateWaiter(board)
+    board.session("acme").start().get(timeout=5)
+    status = w.state("acme", "banned")
+    assert f"for {FAST_BACKOFF.cap:g} s" in status["lastError"]
+    assert_stays(w, "acme", "banned", FAST_BACKOFF.cap / 2)
+    assert transport.opened == 1
+    assert board.session("acme").start().get(timeout=5)["status"] == "banned"    # start waits for the ban
+    w.close()

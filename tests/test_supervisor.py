@@ -15,7 +15,7 @@ import pytest
 from switchboard.actors.session import InjectedCrash, SessionUnavailable
 from switchboard.supervision.events import parse_since, read_log
 
-from .conftest import FAST_RESTARTS, StateWaiter, link
+from .support.sessions import FAST_BACKOFF, FAST_RESTARTS, StateWaiter, assert_stays, link
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -235,3 +235,48 @@ def test_readme_embedding_example_runs(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "79001234567 Hello" in result.stdout
+
+
+def test_failed_session_stays_failed_after_an_actor_restart(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "refuse", seconds=60)
+    waiter.state("acme", "failed", timeout=10)
+    board.directory.refs["acme"].tell(InjectedCrash("bug"))
+    board.network.fault("acme", "refuse", seconds=0)
+    assert_stays(waiter, "acme", "failed", FAST_BACKOFF.worst_case_total())
+
+
+def test_a_company_that_cannot_even_start_is_parked_for_good(board, waiter):
+    (board.data_dir / "acme" / "outbox.jsonl").mkdir(parents=True)     # on_start fails every time
+    spawned = []
+    board.on_event(lambda e: spawned.append(e), kinds=("spawned",), company_id="acme")
+    board.session("acme", create=False)
+    board.supervisor.ensure("acme").get(timeout=5)
+    gave_up = threading.Event()
+    board.on_event(lambda e: "cannot run even parked" in e.data["error"] and gave_up.set(), kinds=("gave_up",))
+    assert gave_up.wait(10)
+    board.bus.flush()
+    count = len(spawned)
+    assert count == FAST_RESTARTS.max_restarts + 2         # first + restarts + the parked one
+    status = next(s for s in board.statuses() if s["companyId"] == "acme")
+    assert status["status"] == "failed" and "cannot run even parked" in status["lastError"]
+    with pytest.raises(SessionUnavailable):
+        board.session("acme", create=False).status().get(timeout=5)
+    _no_more = threading.Event()
+    assert not _no_more.wait(FAST_RESTARTS.sweep_interval * 3)
+    board.bus.flush()
+    assert len(spawned) == count
+
+
+def test_remove_reports_the_sends_it_discards(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "refuse", seconds=60)
+    waiter.state("acme", "reconnecting")
+    receipt = board.session("acme").send("79001234567", "never sent").get(timeout=5)
+    failed = []
+    board.on_event(lambda e: failed.append(e.data), kinds=("message.failed",))
+    assert board.remove("acme", logout=False)
+    board.bus.flush()
+    assert failed == [{"id": receipt.id, "error": "session deleted"}]
+    with pytest.raises(SessionUnavailable, match="session deleted"):
+        receipt.delivered.result(timeout=5)

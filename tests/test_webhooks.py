@@ -9,7 +9,7 @@ import pytest
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.supervision.events import Event
-from switchboard.supervision.webhooks import WebhookConfig, WebhookSink, sign
+from switchboard.supervision.sinks.webhook import WebhookConfig, WebhookSink, sign
 
 from .conftest import StateWaiter, link
 
@@ -122,8 +122,8 @@ def test_same_message_is_posted_once(receiver, tmp_path):
 
 
 def test_board_posts_incoming_messages(board_factory, network, receiver):
-    board = board_factory(network, webhook=WebhookConfig(receiver.url, secret="k", kinds=("message",),
-                                                         retry=FAST_RETRY))
+    board = board_factory(network, sinks=[WebhookSink.factory(WebhookConfig(receiver.url, secret="k",
+                                                                            kinds=("message",), retry=FAST_RETRY))])
     waiter = StateWaiter(board)
     link(board, waiter, "acme")
     network.deliver_inbound("acme", "79001234567", "to the webhook")

@@ -31,14 +31,18 @@ from typing import Any, Callable
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.journal import Journal
+from switchboard.actors.kinds import WEBHOOK_DEFAULT, EventKind
+from switchboard.supervision.events import Event
 
-from .events import Event
+from . import Sink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KINDS = ("message", "state", "qr", "paired", "message.sent", "message.failed", "receipt")
+DEFAULT_KINDS = tuple(kind.value for kind in WEBHOOK_DEFAULT)
 # 4xx answers that say "try again later"; every other 4xx is final.
 RETRYABLE_4XX = {408, 409, 425, 429}
+# Events that carry a message's id: a redelivery of one keeps its key (the receiver's dedupe).
+_KEYED_BY_ID = (EventKind.MESSAGE, EventKind.SENT, EventKind.FAILED)
 MAX_PENDING = 100_000      # beyond this backlog, new deliveries go straight to the dead letters
 
 
@@ -60,6 +64,11 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSink:
+    @classmethod
+    def factory(cls, config: WebhookConfig) -> Callable[[Path], Sink]:
+        """For `Switchboard(sinks=[WebhookSink.factory(config)])`."""
+        return lambda data_dir: cls(config, data_dir)
+
     def __init__(self, config: WebhookConfig, data_dir: Path, *,
                  post: Callable[[str, bytes, dict[str, str], float], int] | None = None) -> None:
         self.config = config
@@ -87,7 +96,7 @@ class WebhookSink:
         """Bus subscriber: journal the delivery, then wake the sender."""
         if event.kind not in self.config.kinds:
             return
-        ident = event.data.get("id") if event.kind in ("message", "message.sent", "message.failed") else None
+        ident = event.data.get("id") if event.kind in _KEYED_BY_ID else None
         key = f"{event.company_id}:{event.kind}:{ident or uuid.uuid4().hex}"
         body = {"event": event.kind, "companyId": event.company_id, "id": key,
                 "timestamp": event.as_dict()["ts"], "data": event.data}

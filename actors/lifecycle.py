@@ -1,0 +1,74 @@
+"""The lifecycle policy: the design's signal table, as data.
+
+Which connection signal ends a connection, and what follows it:
+
+| signal                                   | state          | afterwards                              |
+| ---------------------------------------- | -------------- | --------------------------------------- |
+| Disconnected / ConnectFailure, retryable | `reconnecting` | backoff, then connect again             |
+| Disconnected / ConnectFailure, otherwise | `failed`       | an operator decides (start, reconnect)  |
+| LoggedOut (device removed, 401)          | `logged_out`   | credentials deleted; never reconnect    |
+| Replaced (stream replaced, 440)          | `conflict`     | never reconnect by itself               |
+| TemporaryBan                             | `banned`       | one attempt when the ban ends           |
+| QrExhausted                              | `stopped`      | "QR expired"; the next start shows a QR |
+
+Whether a drop is retryable is its typed `Cause` (actors/connection.py), set by the
+transport. The delays themselves live in backoff.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from .connection import ConnectFailure, Disconnected, LoggedOut, QrExhausted, Replaced, TemporaryBan
+
+STATES = ("stopped", "starting", "qr", "connected", "reconnecting", "failed", "logged_out", "conflict", "banned")
+# States from which the session comes back by itself: a send is queued, not refused.
+RECOVERING = ("starting", "reconnecting")
+# States a session stays in until someone acts; remembered across actor restarts.
+RESTING = ("stopped", "failed", "logged_out", "conflict")
+
+
+class After(enum.Enum):
+    """What follows an ending signal."""
+    RETRY = "retry"            # backoff, then connect again (or `failed` for a cause that cannot heal)
+    WAIT_BAN = "wait_ban"      # one attempt once the ban is over
+    NOTHING = "nothing"        # stay until an operator acts
+
+
+@dataclasses.dataclass(frozen=True)
+class Reaction:
+    state: str                  # the state to enter
+    error: str                  # lastError, formatted with the signal's reason and, for a ban, its delay
+    after: After
+    stay_down: bool = False     # desired state becomes "stopped": a restart must not reconnect
+    forget: bool = False        # delete the stored credentials
+
+
+POLICY: dict[type, Reaction] = {
+    Disconnected: Reaction("reconnecting", "{reason}", After.RETRY),
+    ConnectFailure: Reaction("reconnecting", "{reason}", After.RETRY),
+    LoggedOut: Reaction("logged_out", "logged out: {reason}", After.NOTHING, stay_down=True, forget=True),
+    Replaced: Reaction("conflict", "conflict: {reason}; not reconnecting (use reconnect to take over)",
+                       After.NOTHING, stay_down=True),
+    TemporaryBan: Reaction("banned", "temporarily banned ({reason}) for {delay:g} s", After.WAIT_BAN),
+    QrExhausted: Reaction("stopped", "QR expired", After.NOTHING, stay_down=True),
+}
+
+_REFUSALS = {
+    "stopped": "session is stopped; start it first",
+    "qr": "session is not linked yet; scan the QR code first",
+    "failed": "session failed ({error}); reconnect it first",
+    "logged_out": "the phone unlinked this session; start it and scan a new QR code",
+    "conflict": "another client took over this WhatsApp account; reconnect to take it back",
+    "banned": "WhatsApp temporarily banned this account",
+}
+
+
+def refusal(state: str, last_error: str | None) -> str:
+    """Why a send is refused in `state`, for a person."""
+    return _REFUSALS.get(state, "session is {state}").format(state=state, error=last_error)
+
+
+def accepts_sends(state: str) -> bool:
+    """Connected, or coming back by itself (then the send waits in the outbox)."""
+    return state == "connected" or state in RECOVERING

@@ -1,0 +1,184 @@
+"""The send queue: the durable outbox, the one send in flight, the callers waiting for
+their message id, and the retry decision. Pure bookkeeping: no threads, no connection,
+no actor; the SessionActor hands entries to its connection and reports the outcomes.
+
+One send is in flight at a time, so messages leave in the order they were accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .connection import SendError
+from .errors import InvalidInput, OutboxUnavailable, SessionUnavailable
+from .outbox import KeyedResult, Outbox, OutboxEntry
+from .payload import Payload, fingerprint
+from .phone import phone_to_jid
+
+SEND_RETRIES = 5
+MAX_KEY = 200
+
+
+@dataclasses.dataclass
+class SendReceipt:
+    """The answer to a send: at once, with `delivered` resolving to WhatsApp's message id."""
+    id: str
+    to: str
+    queued: bool
+    message_id: str | None = None
+    delivered: Future = dataclasses.field(default_factory=Future, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "to": self.to, "queued": self.queued, "messageId": self.message_id,
+                "status": "sent" if self.message_id else "queued"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one answer from the connection means for the queue."""
+    sent: str | None = None          # the message id, when WhatsApp took it
+    failed: str | None = None        # the error, when it can never go out
+    retry_in: float | None = None    # try the same entry again after this many seconds
+    entry_id: str = ""
+
+    @property
+    def next_may_go(self) -> bool:
+        return self.retry_in is None
+
+
+def check_key(key: Any) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
+        raise InvalidInput(f"Idempotency-Key must be 1-{MAX_KEY} characters")
+    return key
+
+
+class SendQueue:
+    def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000) -> None:
+        self._outbox = Outbox(path, fsync=fsync)
+        self._max_queued = max_queued
+        self._waiters: dict[str, Future] = {}
+        self._in_flight: int | None = None        # the dispatch awaiting its answer
+        self._in_flight_since = 0.0
+        self._dispatches = 0
+
+    def __len__(self) -> int:
+        return len(self._outbox)
+
+    # ---- accepting ------------------------------------------------------------------------
+
+    def known(self, phone: str, payload: Payload, key: str | None) -> SendReceipt | None:
+        """The first send's receipt when `key` was used before (for the same message)."""
+        result = self._outbox.by_key(key) if key else None
+        if result is None:
+            return None
+        if result.fingerprint not in (None, fingerprint(phone, payload)):
+            raise InvalidInput("this Idempotency-Key was used for a different message; "
+                               "use a new key for a new message")
+        return self._receipt_for(result, phone)
+
+    def check_room(self, state: str) -> None:
+        if len(self._outbox) >= self._max_queued:
+            raise SessionUnavailable(f"outbox full: {len(self._outbox)} messages wait for the connection",
+                                     state=state, retry_after_ms=5000)
+
+    def accept(self, phone: str, payload: Payload, key: str | None, *, connected: bool) -> SendReceipt:
+        """Store the send durably (or raise OutboxUnavailable, keeping nothing)."""
+        entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=phone_to_jid(phone), payload=payload, key=key)
+        try:
+            self._outbox.add(entry)
+        except OSError as exc:
+            raise OutboxUnavailable(f"could not store the message: {exc.strerror or exc}") from exc
+        receipt = SendReceipt(id=entry.id, to=phone, queued=not connected)
+        self._waiters[entry.id] = receipt.delivered
+        return receipt
+
+    # ---- dispatching ----------------------------------------------------------------------
+
+    def next_dispatch(self) -> tuple[OutboxEntry, int] | None:
+        """The oldest pending entry and its dispatch number, if nothing is in flight."""
+        if self._in_flight is not None:
+            return None
+        entry = self._outbox.head()
+        if entry is None:
+            return None
+        self._dispatches += 1
+        self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
+        return entry, self._dispatches
+
+    def stalled(self, timeout: float) -> bool:
+        """A send with no answer for `timeout` seconds: forget it is in flight (True)."""
+        if self._in_flight is not None and time.monotonic() - self._in_flight_since > timeout:
+            self._in_flight = None
+            return True
+        return False
+
+    def settle(self, entry_id: str, dispatch: int, future: Future, *, same_link: bool) -> Outcome:
+        """Record one answer. `same_link`: the connection that took the send is still the
+        live one (a retryable error from a link that went away is not the message's fault)."""
+        if self._in_flight == dispatch:
+            self._in_flight = None
+        error = future.exception()
+        if error is None:
+            message_id = future.result()
+            was_pending = entry_id in self._outbox
+            self._outbox.done(entry_id, message_id)
+            self._resolve(entry_id, result=message_id)
+            return Outcome(sent=message_id if was_pending else None, entry_id=entry_id)
+        entry = self._outbox.get(entry_id)
+        if entry is None:
+            return Outcome(entry_id=entry_id)
+        retryable = getattr(error, "retryable", True)
+        if retryable and not same_link:
+            return Outcome(entry_id=entry_id)
+        entry.attempts += 1
+        if retryable and entry.attempts < SEND_RETRIES:
+            return Outcome(retry_in=min(30.0, 2.0 ** entry.attempts), entry_id=entry_id)
+        self._outbox.failed(entry_id, str(error))
+        self._resolve(entry_id, error=error)
+        return Outcome(failed=str(error), entry_id=entry_id)
+
+    # ---- giving up ------------------------------------------------------------------------
+
+    def discard(self, reason: str, state: str) -> list[str]:
+        """Fail every pending send (the company is being deleted); their ids."""
+        ids = [entry.id for entry in self._outbox.pending()]
+        for entry_id in ids:
+            self._outbox.failed(entry_id, reason)
+            self._resolve(entry_id, error=SessionUnavailable(reason, state=state))
+        self._in_flight = None
+        return ids
+
+    def close(self, state: str) -> None:
+        """The actor is going: callers still waiting learn that their send stays queued."""
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(SessionUnavailable("session stopped; the send stays in the outbox", state=state))
+        self._waiters.clear()
+        self._outbox.close()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _resolve(self, entry_id: str, *, result: str | None = None, error: BaseException | None = None) -> None:
+        waiter = self._waiters.pop(entry_id, None)
+        if waiter is None or waiter.done():
+            return
+        if error is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(error)
+
+    def _receipt_for(self, known: KeyedResult, phone: str) -> SendReceipt:
+        receipt = SendReceipt(id=known.id, to=phone, queued=known.message_id is None and known.error is None,
+                              message_id=known.message_id)
+        if known.message_id is not None:
+            receipt.delivered.set_result(known.message_id)
+        elif known.error is not None:
+            receipt.delivered.set_exception(SendError(known.error, retryable=False))
+        elif known.id in self._waiters:
+            receipt.delivered = self._waiters[known.id]
+        return receipt
