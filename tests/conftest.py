@@ -16,7 +16,7 @@ import pytest
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.session import SessionSettings
-from switchboard.actors.simulated import SimulatedNetwork
+from switchboard.actors.transports.simulated import SimulatedNetwork
 from switchboard.supervision import Switchboard
 from switchboard.supervision.supervisor import RestartPolicy
 

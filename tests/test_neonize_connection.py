@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.actors.connection import Connected, Disconnected, SendError
-from switchboard.actors.neonize_connection import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
+from switchboard.actors.transports.neonize import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -344,7 +344,7 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
     """PR_SET_PDEATHSIG: a SIGKILLed gateway leaves no orphaned session process."""
     code = textwrap.dedent(f"""
         import pathlib, time
-        from switchboard.actors.neonize_connection import NeonizeTransport
+        from switchboard.actors.transports.neonize import NeonizeTransport
         transport = NeonizeTransport(proxy={hold_proxy.url!r})
         conn = transport.connect("orphan", pathlib.Path({str(tmp_path / 'orphan')!r}), lambda e: None)
         conn.open()
@@ -365,7 +365,7 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
 
 
 def test_parent_never_imports_neonize():
-    code = ("import sys, switchboard.actors.neonize_connection, switchboard.actors.neonize_child; "
+    code = ("import sys, switchboard.actors.transports.neonize, switchboard.actors.transports.neonize.child; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'neonize'], 'neonize imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -18,7 +18,7 @@ import pytest
 from switchboard.actors.connection import (ConnectFailure, Connected, Disconnected, IncomingMessage,
                                            LoggedOut, Paired, QrCode, QrExhausted, Receipt, Replaced,
                                            SendError, TemporaryBan)
-from switchboard.actors.neonize_connection import NeonizeConnection
+from switchboard.actors.transports.neonize import NeonizeConnection
 
 CASES_SCRIPT = Path(__file__).with_name("neonize_mapping_cases.py")
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from switchboard.actors.backoff import BackoffPolicy
-from switchboard.actors.neonize_connection import NeonizeTransport
+from switchboard.actors.transports.neonize import NeonizeTransport
 from switchboard.actors.session import InjectedCrash, SessionSettings
 from switchboard.supervision import Switchboard
 

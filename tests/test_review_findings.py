@@ -11,7 +11,7 @@ import pytest
 
 from switchboard.actors.connection import SendError, TemporaryBan
 from switchboard.actors.session import InjectedCrash, SessionUnavailable
-from switchboard.actors.simulated import CREDENTIALS_FILE, SimulatedConnection, SimulatedTransport
+from switchboard.actors.transports.simulated import CREDENTIALS_FILE, SimulatedConnection, SimulatedTransport
 
 from .conftest import FAST_BACKOFF, FAST_RESTARTS, FAST_SETTINGS, StateWaiter, link, make_network
 from .test_session_lifecycle import ScriptedTransport, _assert_stays

@@ -12,7 +12,7 @@ from switchboard.actors.connection import ConnectFailure, Disconnected, QrCode
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
-from switchboard.actors.simulated import CREDENTIALS_FILE
+from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 
 from .conftest import FAST_BACKOFF, StateWaiter, link, make_network
 

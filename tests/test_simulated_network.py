@@ -9,7 +9,7 @@ import pytest
 from switchboard.actors.connection import (Connected, Disconnected, IncomingMessage, LoggedOut, Paired, QrCode,
                                            QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from switchboard.actors.phone import InvalidInput
-from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
+from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
 
 
 @pytest.fixture

@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .connection import (ConnectFailure, Connected, ConnectionEvent, Disconnected, EmitFn,
+from ...connection import (ConnectFailure, Connected, ConnectionEvent, Disconnected, EmitFn,
                          IncomingMessage, LoggedOut, Paired, QrCode, QrExhausted, Receipt,
                          Replaced, SendError, TemporaryBan)
-from .scheduler import Scheduler, TimerHandle
+from ...scheduler import Scheduler, TimerHandle
 
 log = logging.getLogger("switchboard.neonize")
 
@@ -84,7 +84,7 @@ _RECEIPT_KINDS = {"delivered", "read", "played"}
 
 def _child_entry(cfg: dict, conn: Any) -> None:
     """Runs in the child. Imports the neonize side by name so the parent never has to."""
-    module = importlib.import_module(f"{__package__}.neonize_child")
+    module = importlib.import_module(f"{__package__}.child")
     module.child_main(cfg, conn)
 
 

@@ -20,10 +20,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .connection import (Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
+from ..connection import (Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
                          Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
-from .phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
-from .scheduler import Scheduler
+from ..phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
+from ..scheduler import Scheduler
 
 CREDENTIALS_FILE = "simulated-device.json"
 FAULTS = ("drop", "refuse", "latency", "logout", "ban", "replace")
