@@ -27,6 +27,7 @@ from .connection import (Connected, Connection, ConnectFailure, Disconnected, In
                          Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan, Transport)
 from .inbound import SeenIds
 from .outbox import Outbox, OutboxEntry, fingerprint
+from .payload import Text
 from .phone import InvalidInput, normalize_phone, phone_to_jid, validate_company_id
 from .ratelimit import RateLimit, SlidingWindowLimiter
 from .scheduler import Scheduler
@@ -40,6 +41,7 @@ RECOVERING = ("starting", "reconnecting")
 RESTING = ("stopped", "failed", "logged_out", "conflict")
 MAX_TEXT = 65536
 SEND_RETRIES = 5
+CLOSE_WAIT = 15.0          # transports bound their close to stop grace + about 5 s
 
 
 def iso(ts: float | None) -> str | None:
@@ -623,7 +625,9 @@ class SessionActor(pykka.ThreadingActor):
         self._qr = None
         if conn is not None:
             try:
-                conn.close()
+                # Until the session handles Closed itself: wait here, as close() used to, so
+                # the ownership lock is never released while the old link still lives.
+                conn.close().result(timeout=CLOSE_WAIT)
             except Exception:
                 log.exception("[%s] closing the connection failed", self.company_id)
 
@@ -643,7 +647,7 @@ class SessionActor(pykka.ThreadingActor):
             self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
             gen, entry_id, dispatch = self._gen, entry.id, self._dispatches
             try:
-                future = self._conn.send_text(entry.jid, entry.text)
+                future = self._conn.send(entry.jid, Text(entry.text))
             except Exception as exc:
                 future = Future()
                 future.set_exception(SendError(str(exc), retryable=True))

@@ -20,8 +20,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from ..connection import (Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
-                         Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
+from ..connection import (Cause, Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
+                          LoggedOut, Paired, QrCode, QrExhausted, Receipt, Replaced, SendError,
+                          TemporaryBan)
+from ..payload import Payload, Text
 from ..phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from ..scheduler import Scheduler
 
@@ -111,12 +113,12 @@ class SimulatedNetwork:
                 faults.latency = float(seconds)
             elif fault == "drop":
                 if live:
-                    live._die(Disconnected("connection dropped (simulated)", retryable=True))
+                    live._die(Disconnected("connection dropped (simulated)", Cause.DROPPED))
             elif fault == "refuse":
                 # An outage: the link drops now and connects are refused until it ends.
                 faults.refuse_until = self._clock() + seconds
                 if live:
-                    live._die(Disconnected("connection lost: network unreachable (simulated)", retryable=True))
+                    live._die(Disconnected("connection lost: network unreachable (simulated)", Cause.UNREACHABLE))
             elif fault == "ban":
                 faults.ban_until = self._clock() + seconds
                 if live:
@@ -190,7 +192,7 @@ class SimulatedNetwork:
             faults = self._faults.get(cid, _NO_FAULTS)
             now = self._clock()
             if faults.refuse_until > now:
-                conn._die(Disconnected("connection refused: network unreachable (simulated)", retryable=True))
+                conn._die(Disconnected("connection refused: network unreachable (simulated)", Cause.UNREACHABLE))
                 return
             if faults.ban_until > now:
                 conn._die(TemporaryBan(round(faults.ban_until - now, 3)))
@@ -248,8 +250,13 @@ class SimulatedNetwork:
     def _live_connection(self, company_id: str) -> SimulatedConnection | None:
         return next(iter(self._live.get(company_id, ())), None)
 
-    def _send(self, conn: SimulatedConnection, jid: str, text: str) -> Future:
+    def _send(self, conn: SimulatedConnection, jid: str, payload: Payload) -> Future:
         future: Future = Future()
+        if not isinstance(payload, Text):
+            future.set_exception(SendError(f"the simulator sends text only, not {payload.kind}",
+                                           retryable=False))
+            return future
+        text = payload.text
         with self._lock:
             device = conn._device
             if conn._state != "connected" or device is None or device.live is not conn:
@@ -302,6 +309,8 @@ class SimulatedNetwork:
 
 _NO_FAULTS = _CompanyFaults()
 _NO_DEVICE = _Device(id="", company_id="", phone="")
+_GONE: Future = Future()                # what close() returns: nothing is left to wait for
+_GONE.set_result(None)
 
 
 class SimulatedConnection:
@@ -326,18 +335,20 @@ class SimulatedConnection:
         else:
             self.network._establish(self)
 
-    def close(self) -> None:
+    def close(self) -> Future:
+        """In-process, so gone at once: the returned future is already resolved."""
         with self.network._lock:
-            if self._state in ("closed",):
-                return
-            self._state = "closed"
-            self.network._unmark_live(self)
+            if self._state != "closed":
+                self._state = "closed"
+                self.network._unmark_live(self)
+        return _GONE
 
     def alive(self) -> bool:
         return self._state in ("new", "opening", "qr", "connected")
 
-    def send_text(self, jid: str, text: str) -> Future:
-        return self.network._send(self, jid, text)
+    def send(self, jid: str, payload: Payload) -> Future:
+        """Resolves to the message id once the simulated server acks (Text payloads only)."""
+        return self.network._send(self, jid, payload)
 
     def pair_phone(self, phone: str) -> Future:
         future: Future = Future()
