@@ -17,8 +17,8 @@ from switchboard.actors.transports.neonize import NeonizeTransport
 from switchboard.actors.session import InjectedCrash, SessionSettings
 from switchboard.supervision import Switchboard
 
-from .test_neonize_connection import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401
-                                      session_children, wait_until)
+from .support.neonize import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401
+                              session_children, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -26,12 +26,12 @@ class HoldingConnection(SimulatedConnection):
         self.hold = hold
         self.waiting: list[Future] = []
 
-    def send_text(self, jid, text):
+    def send(self, jid, payload):
         if self.hold.get("sends"):
             future = Future()
             self.waiting.append(future)
             return future
-        return super().send_text(jid, text)
+        return super().send(jid, payload)
 
     def logout(self):
         return Future() if self.hold.get("logout") else super().logout()
@@ -40,7 +40,7 @@ class HoldingConnection(SimulatedConnection):
         for future in self.waiting:
             if not future.done():
                 future.set_exception(SendError("connection closed", retryable=True))
-        super().close()
+        return super().close()
 
 
 class HoldingTransport(SimulatedTransport):

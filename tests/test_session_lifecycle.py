@@ -5,10 +5,11 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 
-from switchboard.actors.connection import ConnectFailure, Disconnected, QrCode
+from switchboard.actors.connection import Cause, ConnectFailure, Disconnected, QrCode
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
@@ -180,7 +181,7 @@ def test_qr_exhausted_stops_with_qr_expired(board_factory):
 
 
 def test_connect_failure_not_retryable_fails_with_reason(board_factory, tmp_path):
-    transport = ScriptedTransport([ConnectFailure("client outdated (405)", retryable=False)])
+    transport = ScriptedTransport([ConnectFailure("client outdated (405)", Cause.CLIENT_OUTDATED)])
     board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
     w = StateWaiter(board)
     board.session("acme").start().get(timeout=5)
@@ -191,7 +192,7 @@ def test_connect_failure_not_retryable_fails_with_reason(board_factory, tmp_path
 
 
 def test_child_process_died_is_retryable(board_factory, tmp_path):
-    transport = ScriptedTransport([Disconnected("session process exited with code -9", retryable=True),
+    transport = ScriptedTransport([Disconnected("session process exited with code -9", Cause.PROCESS_EXITED),
                                    QrCode("2@x", 60)])
     board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
     w = StateWaiter(board)
@@ -419,14 +420,17 @@ class ScriptedConnection:
 
     def close(self):
         self.closed = True
+        gone = Future()
+        gone.set_result(None)
+        return gone
 
     def alive(self):
         return not self.closed
 
-    def send_text(self, jid, text):
+    def send(self, jid, payload):
         raise AssertionError("not used")
 
-    pair_phone = logout = send_text
+    pair_phone = logout = send
 
 
 class ScriptedTransport:
