@@ -8,11 +8,13 @@ Modules, one reason to change each:
   link        the parent's end of the pipe: requests, replies, timeouts, the reader thread
   process     ending and reaping a child without ever signalling a reused pid
   translate   child dicts -> Connection events, one small handler per wire type
-  connection  NeonizeConnection (composes the above) and NeonizeTransport
+  connection  NeonizeConnection: one link, composing the above
+  transport   NeonizeTransport: makes connections, ends them all on close
   mapping     (child side) neonize protobuf events -> wire dicts
   child       (child side) the command loop around one neonize client
 """
 from ..proxy import validate_proxy
-from .connection import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
+from .connection import DB_FILES, DB_NAME, NeonizeConnection
+from .transport import NeonizeTransport
 
 __all__ = ["DB_FILES", "DB_NAME", "NeonizeConnection", "NeonizeTransport", "validate_proxy"]

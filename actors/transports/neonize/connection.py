@@ -23,7 +23,6 @@ resolves once the child is reaped and the reader is done. In between only traffi
 """
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import logging
 import os
@@ -38,7 +37,7 @@ from ...payload import Payload
 from ..proxy import validate_proxy
 from . import wire
 from .link import Link, failed, timers
-from .process import KILL_WAIT, ChildProcess, exit_text
+from .process import ChildProcess, exit_text
 from .spawner import ChildTarget, child_entry, spawn
 from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
 
@@ -88,7 +87,6 @@ class NeonizeConnection:
         self._translator = Translator(company_id)
         self._child: ChildProcess | None = None
         self._link: Link | None = None
-        self._stopper: threading.Thread | None = None
         self._opened = False
         self._closed = False        # close() called: traffic only from now on
         self._final = False         # a final event went out: the child's exit says nothing new
@@ -252,16 +250,12 @@ class NeonizeConnection:
     def _on_child_gone(self) -> None:
         """Called by the reader once, at the pipe's end: reap, then resolve `gone`."""
         child, link = self._child, self._link
-        child.kill_if_lingering(5.0)
-        self.exitcode = code = child.reap()
+        self.exitcode = code = child.reap_after_eof(5.0)
         with self._lock:
-            self._exited = True                 # from now on no stop thread can start
+            self._exited = True
             self._translator.connected = False
             self._cancel_timers()
-            stopper = self._stopper
         link.fail_pending(wire.NOT_CONNECTED, "not connected: session process exited")
-        if stopper is not None:
-            stopper.join(KILL_WAIT + 1.0)       # it returns as soon as the process has ended
         with self._lock:
             if self._closed or self._final:
                 log.info("company %s: session process %s ended (code %s)",
@@ -331,68 +325,8 @@ class NeonizeConnection:
         self._deadline_timer = self._qr_timer = None
 
     def _end_child(self, grace: float) -> None:
-        """Run the stop sequence on its own thread (never the caller's, the reader's or the
-        shared timer thread); the first request wins, later ones find it running."""
-        with self._lock:
-            if self._stopper is not None or self._child is None or self._exited:
-                return
-            child, link = self._child, self._link
-            self._stopper = threading.Thread(
-                target=child.stop, args=(lambda g: link.tell(wire.STOP, {"grace": g}), grace),
-                daemon=True, name=f"wa-stop-{self.company_id}")
-            self._stopper.start()
-
-
-class NeonizeTransport:
-    """Makes NeonizeConnections; owns no process itself but ends all of them on close()."""
-
-    name = "neonize"
-
-    def __init__(self, *, device_name: str = "Switchboard", proxy: str | None = None,
-                 proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
-                 stop_grace: float = 3.0, connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT) -> None:
-        self.device_name = device_name
-        self.proxy = validate_proxy(proxy)
-        self.proxies = {company: validate_proxy(url) for company, url in (proxies or {}).items()}
-        self.go_log_level = go_log_level
-        self.stop_grace = stop_grace
-        self.connect_deadline = connect_deadline
-        self.command_timeout = command_timeout
-        self._lock = threading.Lock()
-        self._connections: set[NeonizeConnection] = set()     # until each one is gone
-
-    def connect(self, company_id: str, company_dir: Path, emit: EmitFn) -> NeonizeConnection:
-        """A new, not yet opened connection (the owner calls open())."""
-        proxy = self.proxies.get(company_id, self.proxy)
-        conn = NeonizeConnection(company_id, Path(company_dir), emit, device_name=self.device_name,
-                                 proxy=proxy, go_log_level=self.go_log_level,
-                                 stop_grace=self.stop_grace, connect_deadline=self.connect_deadline,
-                                 command_timeout=self.command_timeout)
-        with self._lock:
-            self._connections.add(conn)
-        conn.gone().add_done_callback(lambda _f: self._discard(conn))
-        return conn
-
-    def _discard(self, conn: NeonizeConnection) -> None:
-        with self._lock:
-            self._connections.discard(conn)
-
-    def forget(self, company_id: str, company_dir: Path) -> None:
-        """Delete the company's stored WhatsApp credentials (the sqlite store)."""
-        for name in DB_FILES:
-            try:
-                (Path(company_dir) / name).unlink()
-            except FileNotFoundError:
-                pass
-        log.info("company %s: WhatsApp credentials deleted", company_id)
-
-    def close(self) -> None:
-        """Close every connection not yet gone, and wait for them all together, bounded by
-        one stop sequence (stop_grace + 5 s), so that no child outlives the gateway."""
-        with self._lock:
-            connections = list(self._connections)
-        futures = [conn.close() for conn in connections]
-        _, late = concurrent.futures.wait(futures, timeout=self.stop_grace + 5.0)
-        if late:
-            log.warning("%d session processes still ending after %.0f s", len(late), self.stop_grace + 5.0)
+        """Ask, then force, the child to end, in the background (process.py)."""
+        child, link = self._child, self._link
+        if child is not None:
+            child.stop_in_background(lambda g: link.tell(wire.STOP, {"grace": g}), grace,
+                                     name=f"wa-stop-{self.company_id}")

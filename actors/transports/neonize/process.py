@@ -33,6 +33,8 @@ class ChildProcess:
         self._proc = proc
         self.pid: int | None = proc.pid
         self._lock = threading.Lock()       # reaping and signalling, never both at once
+        self._stopper: threading.Thread | None = None
+        self._reaped = False
 
     @property
     def exitcode(self) -> int | None:
@@ -71,8 +73,24 @@ class ChildProcess:
         self.signal("kill")
         self.exited(KILL_WAIT)
 
-    def kill_if_lingering(self, wait: float) -> None:
-        """The pipe closed but the process may linger: it is of no use any more."""
-        if not self.exited(wait):
+    def stop_in_background(self, ask: Callable[[float], None], grace: float, name: str) -> None:
+        """Run stop() on a thread of its own, never the caller's (an actor, the reader, the
+        shared timer thread). The first call wins; after the reap, calls do nothing."""
+        with self._lock:
+            if self._stopper is not None or self._reaped:
+                return
+            self._stopper = threading.Thread(target=self.stop, args=(ask, grace), daemon=True, name=name)
+            self._stopper.start()
+
+    def reap_after_eof(self, linger: float) -> int | None:
+        """The pipe is gone: a process still there after `linger` s is of no use any more and
+        is killed. Reaps it, lets a running stop thread return, and gives the exit status."""
+        if not self.exited(linger):
             self.signal("kill")
-            self.exited(wait)
+            self.exited(linger)
+        code = self.reap()
+        with self._lock:
+            self._reaped, stopper = True, self._stopper
+        if stopper is not None:
+            stopper.join(KILL_WAIT + 1.0)   # it returns as soon as the process has ended
+        return code
