@@ -410,10 +410,8 @@ class SimulatedTransport:
         return SimulatedConnection(self.network, company_id, company_dir, emit)
 
     def forget(self, company_id: str, company_dir: Path) -> None:
-        try:
-            (Path(company_dir) / CREDENTIALS_FILE).unlink()
-        except FileNotFoundError:
-            pass
+        """Delete the company's simulated device credentials."""
+        (Path(company_dir) / CREDENTIALS_FILE).unlink(missing_ok=True)
 
     def close(self) -> None:
         self.network.close()

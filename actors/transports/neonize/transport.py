@@ -55,10 +55,7 @@ class NeonizeTransport:
     def forget(self, company_id: str, company_dir: Path) -> None:
         """Delete the company's stored WhatsApp credentials (the sqlite store)."""
         for name in DB_FILES:
-            try:
-                (Path(company_dir) / name).unlink()
-            except FileNotFoundError:
-                pass
+            (Path(company_dir) / name).unlink(missing_ok=True)
         log.info("company %s: WhatsApp credentials deleted", company_id)
 
     def close(self) -> None:
