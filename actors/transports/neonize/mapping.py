@@ -11,7 +11,8 @@ traffic so the gateway can drop the latter.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 from . import wire
 
@@ -106,63 +107,84 @@ def normalise_message(ev: Any) -> dict:
     }
 
 
+def _reason_name(msg: Any, field: str = "Reason") -> str:
+    from neonize.proto.Neonize_pb2 import ConnectFailureReason
+
+    if not msg.HasField(field):
+        return "UNKNOWN"
+    value = getattr(msg, field)
+    try:
+        return ConnectFailureReason.Name(value)
+    except ValueError:
+        return f"CODE_{value}"
+
+
+def _receipt(ev: Any) -> dict:
+    src = ev.MessageSource
+    kind = type(ev).ReceiptType.Name(ev.Type).lower() if ev.HasField("Type") else "unknown"
+    return {"type": wire.RECEIPT, "ids": list(ev.MessageIDs), "chat": _jid_str(src.Chat),
+            "sender": _jid_str(src.Sender), "kind": kind,
+            "timestamp": float(ev.Timestamp), "from_me": bool(src.IsFromMe)}
+
+
+def _pair_status(ev: Any) -> dict:
+    if ev.Status == type(ev).SUCCESS:
+        return {"type": wire.PAIRED, "phone": user_digits(ev.ID) or ev.ID.User,
+                "jid": _jid_str(ev.ID), "platform": ev.Platform, "business_name": ev.BusinessName}
+    return {"type": wire.PAIR_ERROR, "error": ev.Error or "pairing failed"}
+
+
+def _connect_failure(ev: Any) -> dict:
+    name = _reason_name(ev)
+    return {"type": wire.CONNECT_FAILURE, "reason": name,
+            "status": wire.FAILURE_STATUS.get(name, 0), "message": ev.Message}
+
+
+def _temporary_ban(ev: Any) -> dict:
+    code = type(ev).TempBanReason.Name(ev.Code) if ev.HasField("Code") else "UNKNOWN"
+    return {"type": wire.TEMPORARY_BAN, "code": code, "expire_s": int(ev.Expire)}
+
+
+def _just(kind: str) -> Callable[[Any], dict]:
+    return lambda _ev: {"type": kind}
+
+
+# neonize.events name -> mapper; one small function per event, as whatsmeow's handlers.
+_MAPPERS: dict[str, Callable[[Any], dict]] = {
+    "MessageEv": normalise_message,
+    "ReceiptEv": _receipt,
+    "QREv": lambda ev: {"type": wire.QR_CODES, "codes": list(ev.Codes)},
+    "PairStatusEv": _pair_status,
+    "LoggedOutEv": lambda ev: {"type": wire.LOGGED_OUT, "reason": _reason_name(ev),
+                               "on_connect": bool(ev.OnConnect)},
+    "ConnectFailureEv": _connect_failure,
+    "TemporaryBanEv": _temporary_ban,
+    "KeepAliveTimeoutEv": lambda ev: {"type": wire.KEEPALIVE_TIMEOUT, "error_count": int(ev.ErrorCount),
+                                      "last_success": int(ev.LastSuccess)},
+    "StreamErrorEv": lambda ev: {"type": wire.STREAM_ERROR, "code": ev.Code},
+    "ConnectedEv": _just(wire.CONNECTED),
+    "DisconnectedEv": _just(wire.DISCONNECTED),
+    "StreamReplacedEv": _just(wire.STREAM_REPLACED),
+    "ClientOutdatedEv": _just(wire.CLIENT_OUTDATED),
+    "KeepAliveRestoredEv": _just(wire.KEEPALIVE_RESTORED),
+}
+
+# The events the child subscribes to. QREv is not one: neonize buffers it until paired,
+# so live codes come from the client's qr callback instead.
+FORWARDED = tuple(name for name in _MAPPERS if name != "QREv")
+
+
 def map_event(ev: Any) -> dict | None:
     """neonize protobuf event -> plain picklable dict, or None for events we don't forward.
 
     Pure: no Go calls, no client state. Unit-tested with hand-built protobufs.
     """
-    from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv,
-                                KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv,
-                                PairStatusEv, QREv, ReceiptEv, StreamErrorEv, StreamReplacedEv,
-                                TemporaryBanEv)
-    from neonize.proto.Neonize_pb2 import ConnectFailureReason
-
-    def reason_name(msg: Any, field: str = "Reason") -> str:
-        if not msg.HasField(field):
-            return "UNKNOWN"
-        value = getattr(msg, field)
-        try:
-            return ConnectFailureReason.Name(value)
-        except ValueError:
-            return f"CODE_{value}"
-
-    if isinstance(ev, MessageEv):
-        return normalise_message(ev)
-    if isinstance(ev, ReceiptEv):
-        src = ev.MessageSource
-        kind = ReceiptEv.ReceiptType.Name(ev.Type).lower() if ev.HasField("Type") else "unknown"
-        return {"type": wire.RECEIPT, "ids": list(ev.MessageIDs), "chat": _jid_str(src.Chat),
-                "sender": _jid_str(src.Sender), "kind": kind,
-                "timestamp": float(ev.Timestamp), "from_me": bool(src.IsFromMe)}
-    if isinstance(ev, QREv):
-        return {"type": wire.QR_CODES, "codes": list(ev.Codes)}
-    if isinstance(ev, PairStatusEv):
-        if ev.Status == PairStatusEv.SUCCESS:
-            return {"type": wire.PAIRED, "phone": user_digits(ev.ID) or ev.ID.User,
-                    "jid": _jid_str(ev.ID), "platform": ev.Platform,
-                    "business_name": ev.BusinessName}
-        return {"type": wire.PAIR_ERROR, "error": ev.Error or "pairing failed"}
-    if isinstance(ev, LoggedOutEv):
-        return {"type": wire.LOGGED_OUT, "reason": reason_name(ev), "on_connect": bool(ev.OnConnect)}
-    if isinstance(ev, ConnectFailureEv):
-        name = reason_name(ev)
-        return {"type": wire.CONNECT_FAILURE, "reason": name,
-                "status": wire.FAILURE_STATUS.get(name, 0), "message": ev.Message}
-    if isinstance(ev, TemporaryBanEv):
-        code = TemporaryBanEv.TempBanReason.Name(ev.Code) if ev.HasField("Code") else "UNKNOWN"
-        return {"type": wire.TEMPORARY_BAN, "code": code, "expire_s": int(ev.Expire)}
-    if isinstance(ev, KeepAliveTimeoutEv):
-        return {"type": wire.KEEPALIVE_TIMEOUT, "error_count": int(ev.ErrorCount),
-                "last_success": int(ev.LastSuccess)}
-    if isinstance(ev, StreamErrorEv):
-        return {"type": wire.STREAM_ERROR, "code": ev.Code}
-    simple = {ConnectedEv: wire.CONNECTED, DisconnectedEv: wire.DISCONNECTED,
-              StreamReplacedEv: wire.STREAM_REPLACED, ClientOutdatedEv: wire.CLIENT_OUTDATED,
-              KeepAliveRestoredEv: wire.KEEPALIVE_RESTORED}
-    kind = simple.get(type(ev))
-    return {"type": kind} if kind else None
+    mapper = _by_class().get(type(ev))
+    return mapper(ev) if mapper is not None else None
 
 
-FORWARDED = ("ConnectedEv", "DisconnectedEv", "LoggedOutEv", "StreamReplacedEv", "PairStatusEv",
-             "TemporaryBanEv", "ConnectFailureEv", "ClientOutdatedEv", "KeepAliveTimeoutEv",
-             "KeepAliveRestoredEv", "StreamErrorEv", "MessageEv", "ReceiptEv")
+@functools.cache
+def _by_class() -> dict[type, Callable[[Any], dict]]:
+    import neonize.events as nev
+
+    return {getattr(nev, name): mapper for name, mapper in _MAPPERS.items()}
