@@ -342,3 +342,15 @@ def test_close_before_open_is_done_at_once(tmp_path):
     assert closing.done() and conn.close() is closing and conn.gone() is closing
     conn.open()                                                    # a closed connection never spawns
     assert conn.pid is None and rec.events == []
+
+
+def test_one_proxy_check_accepts_the_four_schemes_whatsmeow_dials():
+    from switchboard.actors.transports.proxy import validate_proxy
+
+    for url in ("http://127.0.0.1:8080", "https://proxy.example:443", "socks5://u:p@127.0.0.1:1080",
+                "socks5h://127.0.0.1:1080"):
+        assert validate_proxy(url) == url
+    assert validate_proxy(None) is None and validate_proxy("") is None
+    for bad in ("ftp://127.0.0.1:21", "127.0.0.1:8080", "socks4://127.0.0.1:1080", "http://host:notaport"):
+        with pytest.raises(ValueError):
+            validate_proxy(bad)
