@@ -270,22 +270,3 @@ def test_each_mapped_drop_or_failure_carries_its_cause(conn, msgs, cause):
     assert isinstance(last, (Disconnected, ConnectFailure)) and last.cause is cause
     assert last.retryable is cause.retryable
 
-
-def test_the_child_names_failures_by_what_it_knows_not_by_go_text():
-    from switchboard.actors.transports.neonize import wire
-    from switchboard.actors.transports.neonize.child import NotReady, Refused, failure_code
-
-    class GoError(Exception):
-        pass
-
-    def code(exc, connected=True, took=0.1):
-        return failure_code(exc, go_error=GoError, connected=lambda: connected, took=took)
-
-    assert code(NotReady("session not ready")) == wire.NOT_CONNECTED
-    assert code(Refused("unknown command")) == wire.REJECTED
-    assert code(KeyError("jid")) == wire.REJECTED
-    assert code(GoError("websocket not connected"), connected=False) == wire.NOT_CONNECTED
-    assert code(GoError("timed out"), connected=True, took=0.5) == wire.REJECTED   # text is ignored
-    assert code(GoError("anything"), connected=True, took=80.0) == wire.TIMEOUT
-    assert code(AttributeError("bug")) == wire.INTERNAL
-    assert wire.RETRYABLE_CODES == {wire.NOT_CONNECTED, wire.TIMEOUT}

@@ -1,4 +1,4 @@
-"""NeonizeConnection: one company's link to WhatsApp as one child process; and its transport.
+"""NeonizeConnection: one company's link to WhatsApp as one child process.
 
 This module runs in the gateway process and must never import neonize, directly or
 indirectly: the child is started with multiprocessing "spawn" (spawner.py) and imports
