@@ -342,3 +342,18 @@ def test_one_proxy_check_accepts_the_four_schemes_whatsmeow_dials():
     for bad in ("ftp://127.0.0.1:21", "127.0.0.1:8080", "socks4://127.0.0.1:1080", "http://host:notaport"):
         with pytest.raises(ValueError):
             validate_proxy(bad)
+
+
+def test_a_stalled_qr_phase_is_reported_once_as_qr_exhausted(tmp_path, monkeypatch):
+    from switchboard.actors.connection import QrCode, QrExhausted
+    from switchboard.actors.transports.neonize import connection, translate
+
+    monkeypatch.setattr(translate, "FIRST_QR_TTL", 0.1)
+    monkeypatch.setattr(connection, "QR_STALL_SLACK", 0.1)
+    rec = Recorder()
+    conn = NeonizeConnection("acme", tmp_path / "acme", rec)        # never opened: no child
+    conn._on_child_event({"type": "qr", "code": "2@one"})
+    rec.wait_for(lambda e: isinstance(e, QrExhausted), timeout=5)
+    conn._on_child_event({"type": "qr", "code": "2@late"})           # over: nothing more
+    assert rec.events == [QrCode("2@one", 0.1), QrExhausted()]
+    assert conn.close().done()
