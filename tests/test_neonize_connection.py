@@ -346,10 +346,10 @@ def test_one_proxy_check_accepts_the_four_schemes_whatsmeow_dials():
 
 def test_a_stalled_qr_phase_is_reported_once_as_qr_exhausted(tmp_path, monkeypatch):
     from switchboard.actors.connection import QrCode, QrExhausted
-    from switchboard.actors.transports.neonize import connection, translate
+    from switchboard.actors.transports.neonize import translate, watchdogs
 
     monkeypatch.setattr(translate, "FIRST_QR_TTL", 0.1)
-    monkeypatch.setattr(connection, "QR_STALL_SLACK", 0.1)
+    monkeypatch.setattr(watchdogs, "QR_STALL_SLACK", 0.1)
     rec = Recorder()
     conn = NeonizeConnection("acme", tmp_path / "acme", rec)        # never opened: no child
     conn._on_child_event({"type": "qr", "code": "2@one"})

@@ -8,6 +8,7 @@ Modules, one reason to change each:
   link        the parent's end of the pipe: requests, replies, timeouts, the reader thread
   process     ending and reaping a child without ever signalling a reused pid
   translate   child dicts -> Connection events, one small handler per wire type
+  watchdogs   the shared timer thread; connect deadline and QR stall per connection
   connection  NeonizeConnection: one link, composing the above
   transport   NeonizeTransport: makes connections, ends them all on close
   mapping     (child side) neonize protobuf events -> wire dicts

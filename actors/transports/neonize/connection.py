@@ -15,6 +15,7 @@ What each child message means is in translate.py. This class adds what only it k
                    -> Disconnected("session process exited with code N", PROCESS_EXITED), once
   no first sign of life within connect_deadline -> Disconnected(TIMED_OUT); child killed
   no QR code or login event QR_STALL_SLACK s after the last code expired -> QrExhausted
+  (both watchdogs in watchdogs.py)
   the child could not be started -> Disconnected(OPEN_FAILED)
 After a final event the child is ended in the background. close() returns at once; the
 stop sequence (process.py) runs on its own thread, and the future close() returned
@@ -29,23 +30,22 @@ import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
                            QrExhausted, Receipt)
 from ...payload import Payload
 from ..proxy import validate_proxy
 from . import wire
-from .link import Link, failed, timers
+from .link import Link, failed
 from .process import ChildProcess, exit_text
 from .spawner import ChildTarget, child_entry, spawn
 from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
+from .watchdogs import Watchdogs
 
 log = logging.getLogger("switchboard.neonize")
 
 DB_NAME = "whatsapp.sqlite3"
 DB_FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal")
-QR_STALL_SLACK = 30.0                            # no new code/login event this long after expiry: hung
 COMMAND_TIMEOUT = 60.0
 _generations = itertools.count(1)
 
@@ -93,8 +93,8 @@ class NeonizeConnection:
         self._exited = False        # the child is gone (pipe EOF seen)
         self._finished = False      # the link is gone for good: nothing more, ever
         self._gone: Future = Future()
-        self._deadline_timer: Any = None
-        self._qr_timer: Any = None
+        self._watchdogs = Watchdogs(on_connect_deadline=self._on_connect_deadline,
+                                    on_qr_stall=self._on_qr_stall)
         self.pid: int | None = None
         self.exitcode: int | None = None
 
@@ -132,8 +132,7 @@ class NeonizeConnection:
             self._child, self._link, self.pid = ChildProcess(proc), link, proc.pid
             closed = self._closed
             if not closed and self._connect_deadline:
-                self._deadline_timer = timers().call_later(self._connect_deadline,
-                                                           self._on_connect_deadline)
+                self._watchdogs.arm_connect(self._connect_deadline)
         link.start()
         log.info("company %s: session process %s started (generation %s)",
                  self.company_id, proc.pid, self.generation)
@@ -147,7 +146,7 @@ class NeonizeConnection:
             if self._closed:
                 return self._gone
             self._closed = True
-            self._cancel_timers()
+            self._watchdogs.cancel()
             never_opened = not self._opened
             running = self._child is not None
         if self._link is not None:
@@ -231,17 +230,16 @@ class NeonizeConnection:
         with self._lock:
             if (self._closed or self._final) and kind not in INBOUND:
                 return                          # closing, or a final event already went out
-            if kind in SIGNS_OF_LIFE and self._deadline_timer is not None:
-                self._deadline_timer.cancel()   # the child answered: it is not hung
-                self._deadline_timer = None
+            if kind in SIGNS_OF_LIFE:
+                self._watchdogs.life_sign()
             step = self._translator.translate(msg)
             if step.qr_over:
-                self._disarm_qr_stall()
+                self._watchdogs.qr_over()
             if step.qr_ttl is not None:
-                self._arm_qr_stall(step.qr_ttl)
+                self._watchdogs.qr_shown(step.qr_ttl, self._translator.qr_count)
             if step.over is not None:           # this connection is over
                 self._final = True
-                self._cancel_timers()
+                self._watchdogs.cancel()
             for event in step.events:
                 self._emit(event)
         if step.over == END:
@@ -254,7 +252,7 @@ class NeonizeConnection:
         with self._lock:
             self._exited = True
             self._translator.connected = False
-            self._cancel_timers()
+            self._watchdogs.cancel()
         link.fail_pending(wire.NOT_CONNECTED, "not connected: session process exited")
         with self._lock:
             if self._closed or self._final:
@@ -286,16 +284,6 @@ class NeonizeConnection:
 
     # ----------------------------------------------------------------- watchdogs, stopping
 
-    def _arm_qr_stall(self, ttl: float) -> None:
-        self._disarm_qr_stall()
-        seen = self._translator.qr_count
-        self._qr_timer = timers().call_later(ttl + QR_STALL_SLACK, self._on_qr_stall, seen)
-
-    def _disarm_qr_stall(self) -> None:
-        if self._qr_timer is not None:
-            self._qr_timer.cancel()
-            self._qr_timer = None
-
     def _on_qr_stall(self, seen: int) -> None:
         with self._lock:
             t = self._translator
@@ -309,7 +297,6 @@ class NeonizeConnection:
 
     def _on_connect_deadline(self) -> None:
         with self._lock:
-            self._deadline_timer = None
             if self._closed or self._final or self._exited:
                 return
             self._final = True
@@ -317,12 +304,6 @@ class NeonizeConnection:
                 reason=f"no answer from the session within {self._connect_deadline:g}s "
                        "(connect deadline): killed", cause=Cause.TIMED_OUT))
         self._end_child(0.5)                    # it is hung: don't wait for a clean stop
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._deadline_timer, self._qr_timer):
-            if timer is not None:
-                timer.cancel()
-        self._deadline_timer = self._qr_timer = None
 
     def _end_child(self, grace: float) -> None:
         """Ask, then force, the child to end, in the background (process.py)."""

@@ -16,24 +16,11 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
 from ...connection import SendError
-from ...scheduler import Scheduler, TimerHandle
+from ...scheduler import TimerHandle
 from . import wire
+from .watchdogs import timers
 
 log = logging.getLogger("switchboard.neonize")
-
-_timers_lock = threading.Lock()
-_timers_instance: Scheduler | None = None
-
-
-def timers() -> Scheduler:
-    """One timer thread for every deadline of every connection (command replies, connect
-    deadline, QR stall), started on first use."""
-    global _timers_instance
-    with _timers_lock:
-        if _timers_instance is None:
-            _timers_instance = Scheduler("neonize-timers")
-        return _timers_instance
-
 
 def command_error(code: str, text: str) -> SendError:
     """The SendError for a failed command: retryable exactly when its code says so."""
