@@ -25,7 +25,7 @@ from switchboard.actors.lifecycle import STATES
 from switchboard.actors.messages import COMMANDS
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
-from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
+from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
 
 from .events import Event, EventBus
 from .sinks import Sink, SinkFactory
@@ -358,6 +358,6 @@ def _make_transport(transport: str | Transport, network: SimulatedNetwork | None
         return SimulatedTransport(network or SimulatedNetwork(**options))
     if transport == "neonize":
         # Imported here: the neonize transport spawns child processes; the gateway never imports neonize.
-        from switchboard.actors.neonize_connection import NeonizeTransport
+        from switchboard.actors.transports.neonize import NeonizeTransport
         return NeonizeTransport(**options)
     raise ValueError(f"unknown transport {transport!r}: neonize or simulated")

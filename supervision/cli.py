@@ -87,7 +87,7 @@ def serve(args: argparse.Namespace) -> int:
     if config.transport == "neonize" and "transport_options" in board_params:
         options = {"device_name": config.device_name, "proxy": config.proxy, "go_log_level": config.go_log_level}
         try:
-            from switchboard.actors.neonize_connection import NeonizeTransport
+            from switchboard.actors.transports.neonize import NeonizeTransport
             accepted = inspect.signature(NeonizeTransport).parameters
             options = {k: v for k, v in options.items() if k in accepted and v is not None}
         except ImportError as exc:

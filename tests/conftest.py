@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.actors.context import SessionSettings
-from switchboard.actors.simulated import SimulatedNetwork
+from switchboard.actors.transports.simulated import SimulatedNetwork
 from switchboard.supervision import Switchboard
 from switchboard.supervision.supervisor import RestartPolicy
 

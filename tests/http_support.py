@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.session import SessionSettings
-from switchboard.actors.simulated import SimulatedTransport
+from switchboard.actors.transports.simulated import SimulatedTransport
 from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys
 from switchboard.http.server import GracefulServer

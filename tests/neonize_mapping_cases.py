@@ -25,7 +25,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (DocumentMessage,  # noqa:
                                                        ProtocolMessage, ReactionMessage,
                                                        SenderKeyDistributionMessage, VideoMessage)
 
-from switchboard.actors.neonize_child import map_event  # noqa: E402
+from switchboard.actors.transports.neonize.mapping import map_event  # noqa: E402
 
 
 def jid(user: str, server: str = "s.whatsapp.net", device: int = 0) -> JID:

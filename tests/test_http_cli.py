@@ -122,7 +122,7 @@ def test_serve_defaults_to_the_neonize_transport(tmp_path):
     args = build_parser().parse_args(["serve"])
     assert args.transport is None and Config.from_env({}).transport == "neonize"
     try:
-        import switchboard.actors.neonize_connection  # noqa: F401
+        import switchboard.actors.transports.neonize  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"neonize transport not available: {exc}")
     server = Served(tmp_path / "data")

@@ -8,144 +8,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from switchboard.actors.connection import Connected, Disconnected, SendError
-from switchboard.actors.neonize_connection import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
+from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, Receipt,
+                                           SendError)
+from switchboard.actors.payload import Text
+from switchboard.actors.transports.neonize import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
+
+from .support.neonize import (NETWORK_FAILURE_WORDS, Recorder, hold_proxy, process_gone,  # noqa: F401
+                              refused_proxy_url, session_children, wait_until)
 
 pytestmark = pytest.mark.timeout(60)
-
-NETWORK_FAILURE_WORDS = ("connection refused", "no such host", "lookup", "dial tcp", "network is unreachable")
-
-
-# ------------------------------------------------------------------ helpers
-
-class Recorder:
-    """emit() target that can be waited on."""
-
-    def __init__(self) -> None:
-        self.events: list = []
-        self._cv = threading.Condition()
-
-    def __call__(self, event) -> None:
-        with self._cv:
-            self.events.append(event)
-            self._cv.notify_all()
-
-    def wait_for(self, predicate, timeout: float = 20.0):
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching event within {timeout}s; got {self.events}")
-                self._cv.wait(left)
-
-
-class HoldProxy:
-    """Accepts connections and never answers: the child's dial hangs (for 60 s in Go)."""
-
-    def __init__(self) -> None:
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(128)
-        self.port = self.server.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.clients: list[socket.socket] = []
-        self.first_bytes: list[bytes] = []
-        self._cv = threading.Condition()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            client.settimeout(5)
-            try:
-                data = client.recv(200)
-            except OSError:
-                data = b""
-            with self._cv:
-                self.clients.append(client)
-                self.first_bytes.append(data)
-                self._cv.notify_all()
-
-    def wait_clients(self, n: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while len(self.clients) < n:
-                left = deadline - time.monotonic()
-                assert left > 0, f"only {len(self.clients)} of {n} children reached the proxy"
-                self._cv.wait(left)
-
-    def close(self) -> None:
-        self.server.close()
-        for client in self.clients:
-            client.close()
-
-
-def refused_proxy_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"        # nothing listens there any more
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw.rsplit(")", 1)[1].split()       # [state, ppid, ...]
-
-
-def process_gone(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] in ("Z", "X")
-
-
-def session_children() -> list[int]:
-    """Live child processes of this test process that are multiprocessing spawn children
-    (the resource tracker, a helper multiprocessing keeps for the whole run, is excluded)."""
-    me = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if not fields or int(fields[1]) != me:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
 
 # ------------------------------------------------------------------ fixtures
 
@@ -154,13 +34,6 @@ def no_leftovers():
     yield
     assert wait_until(lambda: not session_children(), 10), f"session processes left: {session_children()}"
     assert "neonize" not in sys.modules and not any(m.startswith("neonize.") for m in sys.modules)
-
-
-@pytest.fixture
-def hold_proxy():
-    proxy = HoldProxy()
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture
@@ -178,7 +51,7 @@ def opened(tmp_path):
 
     yield make
     for conn in made:
-        conn.close()
+        conn.close().result(timeout=10)
         assert conn.pid is None or process_gone(conn.pid)
 
 
@@ -190,17 +63,52 @@ def _stubborn_child(cfg: dict, conn) -> None:
         time.sleep(1)
 
 
+def _chatty_closer(cfg: dict, conn) -> None:
+    """Stand-in child that, asked to stop, still passes on what "WhatsApp" had delivered
+    (a message, a receipt) and a lifecycle event, then exits."""
+    conn.send({"type": "connecting", "pid": os.getpid(), "uuid": "chatty"})
+    while True:
+        _req_id, op, _args = conn.recv()
+        if op == "stop":
+            time.sleep(0.3)                    # the parent's close() has long returned
+            conn.send({"type": "message", "id": "3EB0LATE", "chat": "15550001111@s.whatsapp.net",
+                       "phone": "15550001111", "text": "acked before the stop", "kind": "text",
+                       "timestamp": 1_700_000_000.0})
+            conn.send({"type": "disconnected"})
+            conn.send({"type": "receipt", "ids": ["3EB0MINE"], "chat": "15550001111@s.whatsapp.net",
+                       "kind": "read", "timestamp": 1_700_000_001.0})
+            os._exit(0)
+
+
+def _coded_replier(cfg: dict, conn) -> None:
+    """Stand-in child that fails every send with the error code named by its text
+    ("ok" succeeds), after checking that the payload arrived as its record."""
+    conn.send({"type": "connecting", "pid": os.getpid(), "uuid": "replier"})
+    while True:
+        req_id, op, args = conn.recv()
+        if op == "stop":
+            os._exit(0)
+        text = args["payload"]["text"]
+        assert args["payload"] == {"type": "text", "text": text}
+        if text == "ok":
+            conn.send({"type": "reply", "req_id": req_id, "ok": True, "result": {"message_id": "3EB0OK"}})
+        else:
+            reply = {"type": "reply", "req_id": req_id, "ok": False, "error": f"failed as {text}"}
+            if text != "no-code":
+                reply["code"] = text
+            conn.send(reply)
+
+
 # ------------------------------------------------------------------ tests
 
 def test_offline_connect_fails_fast_with_the_network_error(opened):
     conn, rec = opened(refused_proxy_url())
     event = rec.wait_for(lambda e: isinstance(e, Disconnected), timeout=30)
-    assert event.retryable
+    assert event.retryable and event.cause is Cause.UNREACHABLE
     assert any(word in event.reason for word in NETWORK_FAILURE_WORDS), event.reason
     assert wait_until(lambda: process_gone(conn.pid), 10)       # the child exits by itself
-    time.sleep(0.5)
-    conn.close()
-    time.sleep(0.3)
+    conn.gone().result(timeout=10)
+    conn.close().result(timeout=1)                               # already gone: done at once
     assert rec.events == [event]                                 # one Disconnected, then nothing
     assert conn.exitcode == 4 and not conn.alive()
 
@@ -211,21 +119,25 @@ def test_close_while_the_dial_hangs_is_bounded(opened, hold_proxy):
     assert hold_proxy.first_bytes[0].startswith(b"CONNECT web.whatsapp.com:443")
     assert conn.alive()
     started = time.monotonic()
-    conn.close()
+    closing = conn.close()
+    assert not conn.alive()
+    closing.result(timeout=2.0 + 4.0 + 1.0)
     assert time.monotonic() - started < 2.0 + 4.0
     assert process_gone(conn.pid) and not conn.alive()
-    conn.close()                                                 # idempotent
+    assert conn.close() is closing                               # idempotent: the same future
     assert rec.events == []
 
 
-def test_close_escalates_to_kill_for_a_child_that_ignores_stop(opened):
+def test_close_returns_at_once_and_escalates_to_kill_for_a_child_that_ignores_stop(opened):
     conn, rec = opened(None, child_target=_stubborn_child, stop_grace=1.0)
     assert wait_until(lambda: conn.alive(), 10)
-    time.sleep(0.5)
+    time.sleep(0.5)                                               # let it ignore SIGTERM
     started = time.monotonic()
-    conn.close()
-    took = time.monotonic() - started
-    assert 1.0 <= took < 1.0 + 4.0, took
+    closing = conn.close()
+    assert time.monotonic() - started < 0.5
+    assert not closing.done() and not process_gone(conn.pid)      # still being ended
+    closing.result(timeout=10)
+    assert 1.0 <= time.monotonic() - started < 1.0 + 4.0
     assert process_gone(conn.pid) and conn.exitcode == -signal.SIGKILL
     assert rec.events == []
 
@@ -235,10 +147,10 @@ def test_killed_child_gives_exactly_one_disconnected(opened, hold_proxy):
     hold_proxy.wait_clients(1)
     os.kill(conn.pid, signal.SIGKILL)
     event = rec.wait_for(lambda e: isinstance(e, Disconnected))
-    assert event.retryable and "exited with code -9" in event.reason
+    assert event.cause is Cause.PROCESS_EXITED and event.retryable and "exited with code -9" in event.reason
     assert not conn.alive()
-    time.sleep(1.0)
-    conn.close()
+    conn.gone().result(timeout=5)
+    conn.close().result(timeout=1)
     assert rec.events == [event]
 
 
@@ -246,14 +158,14 @@ def test_commands_fail_quickly_when_not_connected(opened, hold_proxy):
     conn, _ = opened(hold_proxy.url)
     hold_proxy.wait_clients(1)
     started = time.monotonic()
-    futures = [conn.send_text("15550001111@s.whatsapp.net", "hi"), conn.pair_phone("+1 555 000 1111"),
+    futures = [conn.send("15550001111@s.whatsapp.net", Text("hi")), conn.pair_phone("+1 555 000 1111"),
                conn.logout()]
     for fut in futures:
         exc = fut.exception(timeout=2)
         assert isinstance(exc, SendError) and exc.retryable, exc
     assert time.monotonic() - started < 1.0
     conn.close()
-    exc = conn.send_text("15550001111@s.whatsapp.net", "hi").exception(timeout=1)
+    exc = conn.send("15550001111@s.whatsapp.net", Text("hi")).exception(timeout=1)
     assert isinstance(exc, SendError) and exc.retryable
 
 
@@ -263,10 +175,10 @@ def test_unanswered_command_times_out_and_close_fails_the_rest(opened):
     conn._on_child_event({"type": "connected", "phone": "15550009999"})   # pretend WhatsApp said so
     assert rec.events == [Connected("15550009999")]
     started = time.monotonic()
-    exc = conn.send_text("15550001111@s.whatsapp.net", "hi").exception(timeout=5)
+    exc = conn.send("15550001111@s.whatsapp.net", Text("hi")).exception(timeout=5)
     assert isinstance(exc, SendError) and exc.retryable and "no reply" in str(exc)
     assert 0.4 <= time.monotonic() - started < 2.0
-    pending = conn.send_text("15550001111@s.whatsapp.net", "again")
+    pending = conn.send("15550001111@s.whatsapp.net", Text("again"))
     conn.close()
     exc = pending.exception(timeout=1)
     assert isinstance(exc, SendError) and exc.retryable
@@ -275,7 +187,7 @@ def test_unanswered_command_times_out_and_close_fails_the_rest(opened):
 def test_connect_deadline_kills_a_hung_child(opened, hold_proxy):
     conn, rec = opened(hold_proxy.url, connect_deadline=2.0)
     event = rec.wait_for(lambda e: isinstance(e, Disconnected), timeout=20)
-    assert event.retryable and "deadline" in event.reason
+    assert event.cause is Cause.TIMED_OUT and event.retryable and "deadline" in event.reason
     assert wait_until(lambda: process_gone(conn.pid), 6)
     time.sleep(0.3)
     assert rec.events == [event]
@@ -285,7 +197,7 @@ def test_store_permissions(opened, tmp_path):
     company_dir = tmp_path / "data" / "perm"
     conn, rec = opened(refused_proxy_url(), company="perm", company_dir=company_dir)
     rec.wait_for(lambda e: isinstance(e, Disconnected), timeout=30)
-    conn.close()
+    conn.close().result(timeout=10)
     assert stat.S_IMODE(company_dir.stat().st_mode) == 0o700
     db = company_dir / DB_NAME
     assert db.is_file() and db.stat().st_size > 0                  # created and migrated by whatsmeow
@@ -308,7 +220,7 @@ def test_forget_removes_the_credentials(opened, tmp_path):
     company_dir = tmp_path / "data" / "gone"
     conn, rec = opened(refused_proxy_url(), company="gone", company_dir=company_dir)
     rec.wait_for(lambda e: isinstance(e, Disconnected), timeout=30)
-    conn.close()
+    conn.close().result(timeout=10)
     for name in DB_FILES[1:]:
         (company_dir / name).write_bytes(b"x")
     transport = NeonizeTransport()
@@ -344,7 +256,7 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
     """PR_SET_PDEATHSIG: a SIGKILLed gateway leaves no orphaned session process."""
     code = textwrap.dedent(f"""
         import pathlib, time
-        from switchboard.actors.neonize_connection import NeonizeTransport
+        from switchboard.actors.transports.neonize import NeonizeTransport
         transport = NeonizeTransport(proxy={hold_proxy.url!r})
         conn = transport.connect("orphan", pathlib.Path({str(tmp_path / 'orphan')!r}), lambda e: None)
         conn.open()
@@ -365,7 +277,8 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
 
 
 def test_parent_never_imports_neonize():
-    code = ("import sys, switchboard.actors.neonize_connection, switchboard.actors.neonize_child; "
+    code = ("import sys, switchboard.actors.transports.neonize, switchboard.actors.transports.neonize.child, "
+            "switchboard.actors.transports.neonize.mapping; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'neonize'], 'neonize imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -377,6 +290,70 @@ def test_unusable_company_dir_is_a_retryable_disconnect(tmp_path):
     conn = NeonizeConnection("acme", blocker / "acme", rec)
     conn.open()                                   # no exception: it is reported as an event
     assert len(rec.events) == 1 and isinstance(rec.events[0], Disconnected)
-    assert rec.events[0].retryable and "could not start session process" in rec.events[0].reason
+    assert rec.events[0].cause is Cause.OPEN_FAILED and rec.events[0].retryable
+    assert "could not start session process" in rec.events[0].reason
     assert conn.pid is None and not conn.alive()
-    conn.close()
+    assert conn.close().done()
+
+
+def test_traffic_received_while_closing_is_delivered_and_nothing_after(opened):
+    conn, rec = opened(None, child_target=_chatty_closer, stop_grace=3.0)
+    assert wait_until(lambda: conn.alive(), 10)
+    closing = conn.close()
+    closing.result(timeout=10)
+    assert rec.events == [
+        IncomingMessage(id="3EB0LATE", chat="15550001111@s.whatsapp.net", phone="15550001111",
+                        text="acked before the stop", timestamp=1_700_000_000.0),
+        Receipt(message_ids=("3EB0MINE",), chat="15550001111@s.whatsapp.net", kind="read",
+                timestamp=1_700_000_001.0),
+    ]                                                              # the Disconnected is not
+    assert conn.exitcode == 0
+
+
+def test_failed_replies_carry_codes_that_decide_retryable(opened):
+    conn, rec = opened(None, child_target=_coded_replier)
+    assert wait_until(lambda: conn.alive(), 10)
+    conn._on_child_event({"type": "connected", "phone": "15550009999"})   # pretend WhatsApp said so
+    assert conn.send("15550001111@s.whatsapp.net", Text("ok")).result(timeout=5) == "3EB0OK"
+    expected = {"not_connected": True, "timeout": True, "rejected": False, "internal": False,
+                "no-code": False}
+    for code, retryable in expected.items():
+        exc = conn.send("15550001111@s.whatsapp.net", Text(code)).exception(timeout=5)
+        assert isinstance(exc, SendError) and exc.retryable is retryable, (code, exc)
+        assert f"failed as {code}" in str(exc)
+
+
+def test_close_before_open_is_done_at_once(tmp_path):
+    rec = Recorder()
+    conn = NeonizeConnection("acme", tmp_path / "acme", rec)
+    closing = conn.close()
+    assert closing.done() and conn.close() is closing and conn.gone() is closing
+    conn.open()                                                    # a closed connection never spawns
+    assert conn.pid is None and rec.events == []
+
+
+def test_one_proxy_check_accepts_the_four_schemes_whatsmeow_dials():
+    from switchboard.actors.transports.proxy import validate_proxy
+
+    for url in ("http://127.0.0.1:8080", "https://proxy.example:443", "socks5://u:p@127.0.0.1:1080",
+                "socks5h://127.0.0.1:1080"):
+        assert validate_proxy(url) == url
+    assert validate_proxy(None) is None and validate_proxy("") is None
+    for bad in ("ftp://127.0.0.1:21", "127.0.0.1:8080", "socks4://127.0.0.1:1080", "http://host:notaport"):
+        with pytest.raises(ValueError):
+            validate_proxy(bad)
+
+
+def test_a_stalled_qr_phase_is_reported_once_as_qr_exhausted(tmp_path, monkeypatch):
+    from switchboard.actors.connection import QrCode, QrExhausted
+    from switchboard.actors.transports.neonize import translate, watchdogs
+
+    monkeypatch.setattr(translate, "FIRST_QR_TTL", 0.1)
+    monkeypatch.setattr(watchdogs, "QR_STALL_SLACK", 0.1)
+    rec = Recorder()
+    conn = NeonizeConnection("acme", tmp_path / "acme", rec)        # never opened: no child
+    conn._on_child_event({"type": "qr", "code": "2@one"})
+    rec.wait_for(lambda e: isinstance(e, QrExhausted), timeout=5)
+    conn._on_child_event({"type": "qr", "code": "2@late"})           # over: nothing more
+    assert rec.events == [QrCode("2@one", 0.1), QrExhausted()]
+    assert conn.close().done()

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.actors.connection import (ConnectFailure, Connected, Disconnected, IncomingMessage,
+from switchboard.actors.connection import (Cause, ConnectFailure, Connected, Disconnected, IncomingMessage,
                                            LoggedOut, Paired, QrCode, QrExhausted, Receipt, Replaced,
                                            SendError, TemporaryBan)
-from switchboard.actors.neonize_connection import NeonizeConnection
+from switchboard.actors.payload import Text
+from switchboard.actors.transports.neonize import NeonizeConnection
 
 CASES_SCRIPT = Path(__file__).with_name("neonize_mapping_cases.py")
 
@@ -119,7 +120,8 @@ def test_lifecycle_events(mapped):
     assert mapped["temporary_ban"] == {"type": "temporary_ban", "code": "SEND_TO_TOO_MANY_PEOPLE",
                                        "expire_s": 3600}
     assert mapped["connect_failure_503"] == {"type": "connect_failure", "reason": "SERVICE_UNAVAILABLE",
-                                             "message": "service unavailable"}
+                                             "status": 503, "message": "service unavailable"}
+    assert mapped["connect_failure_ua"]["status"] == 409
     assert mapped["client_outdated"] == {"type": "client_outdated"}
     assert mapped["keepalive_timeout"] == {"type": "keepalive_timeout", "error_count": 3,
                                            "last_success": 1_700_000_000}
@@ -189,16 +191,16 @@ def test_qr_timeout_is_final(conn):
 
 def test_disconnect_and_reconnect(conn, mapped):
     feed(conn, mapped["connected"], mapped["disconnected"], mapped["connected"])
-    assert conn.events == [Connected(""), Disconnected("connection lost", True), Connected("")]
+    assert conn.events == [Connected(""), Disconnected("connection lost", Cause.DROPPED), Connected("")]
 
 
 @pytest.mark.parametrize("case, expected", [
     ("logged_out", LoggedOut("main_device_gone")),
     ("stream_replaced", Replaced()),
     ("temporary_ban", TemporaryBan(3600.0, "SEND_TO_TOO_MANY_PEOPLE")),
-    ("connect_failure_503", ConnectFailure("SERVICE_UNAVAILABLE: service unavailable", retryable=True)),
-    ("connect_failure_ua", ConnectFailure("BAD_USER_AGENT: bad user agent", retryable=False)),
-    ("client_outdated", ConnectFailure("client outdated: upgrade neonize", retryable=False)),
+    ("connect_failure_503", ConnectFailure("SERVICE_UNAVAILABLE: service unavailable", Cause.SERVICE_UNAVAILABLE)),
+    ("connect_failure_ua", ConnectFailure("BAD_USER_AGENT: bad user agent", Cause.REJECTED)),
+    ("client_outdated", ConnectFailure("client outdated: upgrade neonize", Cause.CLIENT_OUTDATED)),
 ])
 def test_final_events(conn, mapped, case, expected):
     feed(conn, mapped["connected"], mapped[case], mapped["disconnected"], mapped["connected"])
@@ -210,7 +212,7 @@ def test_connect_failed_names_the_network_error(conn):
     error = ('NeonizeError: failed to dial whatsapp web websocket: ... dial tcp: lookup '
              'web.whatsapp.com on 10.255.255.53:53: no such host')
     feed(conn, {"type": "connect_failed", "error": error}, {"type": "disconnected"})
-    assert conn.events == [Disconnected(f"connect failed: {error}", retryable=True)]
+    assert conn.events == [Disconnected(f"connect failed: {error}", Cause.UNREACHABLE)]
 
 
 def test_keepalive_speaks_up_only_when_whatsmeow_gives_up(conn, mapped):
@@ -222,7 +224,7 @@ def test_keepalive_speaks_up_only_when_whatsmeow_gives_up(conn, mapped):
     feed(conn, stale, stale)
     assert len(conn.events) == 2                            # once, not per timeout
     lost = conn.events[1]
-    assert isinstance(lost, Disconnected) and lost.retryable
+    assert isinstance(lost, Disconnected) and lost.cause is Cause.KEEPALIVE and lost.retryable
     assert lost.reason.startswith("keep-alive lost for 20")
 
 
@@ -233,7 +235,7 @@ def test_nothing_after_close(conn, mapped):
 
 
 def test_commands_fail_fast_when_not_connected(conn):
-    for fut in (conn.send_text("15550001111@s.whatsapp.net", "hi"), conn.pair_phone("15550001111"),
+    for fut in (conn.send("15550001111@s.whatsapp.net", Text("hi")), conn.pair_phone("15550001111"),
                 conn.logout()):
         exc = fut.exception(timeout=1)
         assert isinstance(exc, SendError) and exc.retryable
@@ -243,3 +245,28 @@ def test_commands_fail_fast_when_not_connected(conn):
 
 def test_parent_modules_do_not_import_neonize():
     assert not [name for name in sys.modules if name == "neonize" or name.startswith("neonize.")]
+
+
+# ------------------------------------------------------------------ causes and error codes
+
+@pytest.mark.parametrize("msgs, cause", [
+    ([{"type": "connected"}, {"type": "disconnected"}], Cause.DROPPED),
+    ([{"type": "connected"}, {"type": "keepalive_timeout", "last_success": int(time.time()) - 200}],
+     Cause.KEEPALIVE),
+    ([{"type": "connect_failed", "error": "dial tcp: lookup web.whatsapp.com: no such host"}],
+     Cause.UNREACHABLE),
+    ([{"type": "connect_failure", "reason": "INTERNAL_SERVER_ERROR", "status": 500}],
+     Cause.SERVICE_UNAVAILABLE),
+    ([{"type": "connect_failure", "reason": "CLIENT_OUTDATED", "status": 405}], Cause.CLIENT_OUTDATED),
+    ([{"type": "connect_failure", "reason": "GENERIC", "status": 400}], Cause.REJECTED),
+    ([{"type": "connect_failure", "reason": "CODE_77"}], Cause.REJECTED),
+    ([{"type": "client_outdated"}], Cause.CLIENT_OUTDATED),
+    ([{"type": "qr", "code": "2@x"}, {"type": "login_event", "event": "err-client-outdated"}],
+     Cause.CLIENT_OUTDATED),
+])
+def test_each_mapped_drop_or_failure_carries_its_cause(conn, msgs, cause):
+    feed(conn, *msgs)
+    last = conn.events[-1]
+    assert isinstance(last, (Disconnected, ConnectFailure)) and last.cause is cause
+    assert last.retryable is cause.retryable
+

@@ -13,12 +13,12 @@ import sys
 import pytest
 
 from switchboard.actors.backoff import BackoffPolicy
-from switchboard.actors.neonize_connection import NeonizeTransport
+from switchboard.actors.transports.neonize import NeonizeTransport
 from switchboard.actors.session import InjectedCrash, SessionSettings
 from switchboard.supervision import Switchboard
 
-from .test_neonize_connection import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401
-                                      session_children, wait_until)
+from .support.neonize import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401
+                              session_children, wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,7 +11,7 @@ from switchboard.actors.connection import Cause, ConnectFailure, Disconnected, Q
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
-from switchboard.actors.simulated import CREDENTIALS_FILE
+from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 
 from .support.sessions import (FAST_BACKOFF, ScriptedTransport, StateWaiter, assert_stays, link,
                                make_network)

@@ -6,10 +6,11 @@ import threading
 
 import pytest
 
-from switchboard.actors.connection import (Connected, Disconnected, IncomingMessage, LoggedOut, Paired, QrCode,
+from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, LoggedOut, Paired, QrCode,
                                            QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
+from switchboard.actors.payload import Text
 from switchboard.actors.phone import InvalidInput
-from switchboard.actors.simulated import SimulatedNetwork, SimulatedTransport
+from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_a_second_connection_replaces_the_first(net, tmp_path):
 def test_messages_between_accounts(net, tmp_path):
     a, events_a = linked(net, "a", tmp_path, "79990000001")
     b, events_b = linked(net, "b", tmp_path, "79990000002")
-    message_id = a.send_text("79990000002@s.whatsapp.net", "hi b").result(timeout=5)
+    message_id = a.send("79990000002@s.whatsapp.net", Text("hi b")).result(timeout=5)
     incoming = next_event(events_b, IncomingMessage)
     receipt = next_event(events_a, Receipt)
     assert (receipt.message_ids, receipt.kind) == ((message_id,), "delivered")
@@ -89,7 +90,8 @@ def test_messages_between_accounts(net, tmp_path):
 def test_faults(net, tmp_path):
     conn, events = linked(net, "acme", tmp_path, "79990001122")
     net.fault("acme", "drop")
-    assert next_event(events, Disconnected).retryable
+    dropped = next_event(events, Disconnected)
+    assert dropped.retryable and dropped.cause is Cause.DROPPED
     conn, events = opened(net, "acme", tmp_path)
     next_event(events, Connected)
     net.fault("acme", "ban", seconds=30)
@@ -108,9 +110,11 @@ def test_faults(net, tmp_path):
 def test_refuse_and_latency(net, tmp_path):
     conn, events = linked(net, "acme", tmp_path, "79990001122")
     net.fault("acme", "refuse", seconds=30)
-    assert next_event(events, Disconnected).retryable
+    lost = next_event(events, Disconnected)
+    assert lost.retryable and lost.cause is Cause.UNREACHABLE
     conn, events = opened(net, "acme", tmp_path)
-    assert "refused" in next_event(events, Disconnected).reason
+    refused = next_event(events, Disconnected)
+    assert "refused" in refused.reason and refused.cause is Cause.UNREACHABLE
     net.fault("acme", "refuse", seconds=0)
     net.fault("acme", "latency", seconds=0.1)
     conn, events = opened(net, "acme", tmp_path)
@@ -131,13 +135,14 @@ def test_send_when_not_connected_fails_retryably(net, tmp_path):
     conn, events = opened(net, "acme", tmp_path)
     next_event(events, QrCode)
     with pytest.raises(SendError) as error:
-        conn.send_text("79001234567@s.whatsapp.net", "x").result(timeout=5)
+        conn.send("79001234567@s.whatsapp.net", Text("x")).result(timeout=5)
     assert error.value.retryable
 
 
 def test_no_event_after_close(net, tmp_path):
     conn, events = linked(net, "acme", tmp_path, "79990001122")
-    conn.close()
+    closing = conn.close()
+    assert closing.done() and conn.close().done()        # in-process: gone at once
     net.fault("acme", "drop")
     net.deliver_inbound("acme", "79001234567", "while closed")
     assert events.empty()
@@ -159,7 +164,7 @@ def test_concurrent_use_is_safe(net, tmp_path):
     def hammer(i):
         try:
             for n in range(200):
-                conns[i].send_text(f"7999000000{(i + 1) % 4}@s.whatsapp.net", f"{i}-{n}").result(timeout=5)
+                conns[i].send(f"7999000000{(i + 1) % 4}@s.whatsapp.net", Text(f"{i}-{n}")).result(timeout=5)
                 net.connections()
         except Exception as exc:          # pragma: no cover - reported below
             errors.append(exc)

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from switchboard.actors.ratelimit import RateLimited
 from switchboard.actors.session import STATES, InjectedCrash, SessionUnavailable
-from switchboard.actors.simulated import CREDENTIALS_FILE
+from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 from switchboard.supervision import Switchboard
 
 from .conftest import FAST_RESTARTS, FAST_SETTINGS, make_network

@@ -11,7 +11,7 @@ from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.connection import SendError
 from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
-from switchboard.actors.simulated import SimulatedConnection, SimulatedNetwork, SimulatedTransport
+from switchboard.actors.transports.simulated import SimulatedConnection, SimulatedNetwork, SimulatedTransport
 from switchboard.supervision import Switchboard
 from switchboard.supervision.supervisor import RestartPolicy
 

@@ -20,10 +20,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .connection import (Cause, Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, LoggedOut,
-                         Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
-from .phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
-from .scheduler import Scheduler
+from ..connection import (Cause, Connected, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
+                          LoggedOut, Paired, QrCode, QrExhausted, Receipt, Replaced, SendError,
+                          TemporaryBan)
+from ..payload import Payload, Text
+from ..phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
+from ..scheduler import Scheduler
 
 CREDENTIALS_FILE = "simulated-device.json"
 FAULTS = ("drop", "refuse", "latency", "logout", "ban", "replace")
@@ -111,12 +113,12 @@ class SimulatedNetwork:
                 faults.latency = float(seconds)
             elif fault == "drop":
                 if live:
-                    live._die(Disconnected("connection dropped (simulated)", cause=Cause.DROPPED))
+                    live._die(Disconnected("connection dropped (simulated)", Cause.DROPPED))
             elif fault == "refuse":
                 # An outage: the link drops now and connects are refused until it ends.
                 faults.refuse_until = self._clock() + seconds
                 if live:
-                    live._die(Disconnected("connection lost: network unreachable (simulated)", cause=Cause.UNREACHABLE))
+                    live._die(Disconnected("connection lost: network unreachable (simulated)", Cause.UNREACHABLE))
             elif fault == "ban":
                 faults.ban_until = self._clock() + seconds
                 if live:
@@ -190,7 +192,7 @@ class SimulatedNetwork:
             faults = self._faults.get(cid, _NO_FAULTS)
             now = self._clock()
             if faults.refuse_until > now:
-                conn._die(Disconnected("connection refused: network unreachable (simulated)", cause=Cause.UNREACHABLE))
+                conn._die(Disconnected("connection refused: network unreachable (simulated)", Cause.UNREACHABLE))
                 return
             if faults.ban_until > now:
                 conn._die(TemporaryBan(round(faults.ban_until - now, 3)))
@@ -248,8 +250,13 @@ class SimulatedNetwork:
     def _live_connection(self, company_id: str) -> SimulatedConnection | None:
         return next(iter(self._live.get(company_id, ())), None)
 
-    def _send(self, conn: SimulatedConnection, jid: str, text: str) -> Future:
+    def _send(self, conn: SimulatedConnection, jid: str, payload: Payload) -> Future:
         future: Future = Future()
+        if not isinstance(payload, Text):
+            future.set_exception(SendError(f"the simulator sends text only, not {payload.kind}",
+                                           retryable=False))
+            return future
+        text = payload.text
         with self._lock:
             device = conn._device
             if conn._state != "connected" or device is None or device.live is not conn:
@@ -302,6 +309,8 @@ class SimulatedNetwork:
 
 _NO_FAULTS = _CompanyFaults()
 _NO_DEVICE = _Device(id="", company_id="", phone="")
+_GONE: Future = Future()                # what close() returns: nothing is left to wait for
+_GONE.set_result(None)
 
 
 class SimulatedConnection:
@@ -327,19 +336,19 @@ class SimulatedConnection:
             self.network._establish(self)
 
     def close(self) -> Future:
+        """In-process, so gone at once: the returned future is already resolved."""
         with self.network._lock:
             if self._state != "closed":
                 self._state = "closed"
                 self.network._unmark_live(self)
-        closed: Future = Future()
-        closed.set_result(None)          # a simulated socket is gone at once
-        return closed
+        return _GONE
 
     def alive(self) -> bool:
         return self._state in ("new", "opening", "qr", "connected")
 
-    def send(self, jid: str, payload) -> Future:
-        return self.network._send(self, jid, payload.text)
+    def send(self, jid: str, payload: Payload) -> Future:
+        """Resolves to the message id once the simulated server acks (Text payloads only)."""
+        return self.network._send(self, jid, payload)
 
     def pair_phone(self, phone: str) -> Future:
         future: Future = Future()
@@ -401,10 +410,8 @@ class SimulatedTransport:
         return SimulatedConnection(self.network, company_id, company_dir, emit)
 
     def forget(self, company_id: str, company_dir: Path) -> None:
-        try:
-            (Path(company_dir) / CREDENTIALS_FILE).unlink()
-        except FileNotFoundError:
-            pass
+        """Delete the company's simulated device credentials."""
+        (Path(company_dir) / CREDENTIALS_FILE).unlink(missing_ok=True)
 
     def close(self) -> None:
         self.network.close()

@@ -1,0 +1,263 @@
+"""Child side: the command loop around one neonize client. With `mapping`, the only code
+that imports neonize, and only inside the spawned child.
+
+One child process per company runs one neonize client (see DESIGN.md, "Connections"):
+neonize's Go glue is not safe with several clients in one process, its calls can hang
+for a minute or forever, and it leaks a file descriptor per connect. The parent
+(`connection.py`) starts `child_main` with multiprocessing "spawn", talks to it over a
+duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
+
+Every failed command is answered with an error *code* (wire.NOT_CONNECTED, REJECTED,
+TIMEOUT, INTERNAL) taken from what the child knows (its own state, whether the client
+is still connected, which exception class), never from Go's error text.
+
+neonize is imported lazily, inside functions, so importing this module is cheap and
+side-effect free.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from . import wire
+from .mapping import FORWARDED, map_event, user_digits
+
+log = logging.getLogger("switchboard.neonize.child")
+
+GO_REQUEST_TIMEOUT = 75.0        # whatsmeow's defaultRequestTimeout: a Go call failing after
+                                 # this long gave up waiting for WhatsApp (a timeout)
+
+
+class NotReady(Exception):
+    """The session cannot take commands: not up yet, or over."""
+
+
+class Refused(Exception):
+    """The request itself is wrong (unknown command, unknown payload type)."""
+
+
+def failure_code(exc: BaseException, *, go_error: type, connected: Callable[[], bool],
+                 took: float) -> str:
+    """The wire error code for a failed command, from what the child knows."""
+    if isinstance(exc, NotReady):
+        return wire.NOT_CONNECTED
+    if isinstance(exc, (Refused, KeyError)):
+        return wire.REJECTED
+    if isinstance(exc, go_error):             # Go said no: why depends on the link, not the text
+        if not connected():
+            return wire.NOT_CONNECTED
+        return wire.TIMEOUT if took >= GO_REQUEST_TIMEOUT else wire.REJECTED
+    return wire.INTERNAL
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """SIGKILL this process when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)     # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass                                            # not Linux: pipe EOF still ends us
+    if parent_pid and os.getppid() != parent_pid:       # parent died before prctl took effect
+        os._exit(wire.EXIT_PARENT_GONE)
+
+
+def _log_level(name: str) -> int:
+    level = logging.getLevelName(str(name).upper())
+    return level if isinstance(level, int) else logging.WARNING
+
+
+
+
+def _send(client: Any, args: dict) -> dict:
+    """Dispatch on the payload's type; media joins here as another branch of _SENDERS."""
+    record = args["payload"]
+    sender = _SENDERS.get(record.get("type"))
+    if sender is None:
+        raise Refused(f"unsupported payload type {record.get('type')!r}")
+    resp = sender(client, args["jid"], record)
+    return {"message_id": resp.ID, "timestamp": int(resp.Timestamp)}
+
+
+_SENDERS: dict[str, Callable[[Any, str, dict], Any]] = {
+    "text": lambda client, jid, record: client.send_message(jid, record["text"]),
+}
+
+
+def _pair_phone(client: Any, args: dict) -> dict:
+    return {"code": client.PairPhone(args["phone"], show_push_notification=True)}
+
+
+def _logout(client: Any, args: dict) -> dict:
+    client.logout()
+    return {}
+
+
+_COMMANDS: dict[str, Callable[[Any, dict], dict]] = {
+    wire.SEND: _send, wire.PAIR_PHONE: _pair_phone, wire.LOGOUT: _logout}
+
+
+class _Session:
+    """The child's state shared by the command loop, the command pool and connect()."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.client: Any = None                    # assigned once neonize is imported
+        self.go_error: type = Exception            # neonize.exc.NeonizeError, once imported
+        self.ready = threading.Event()             # Neonize() is past its unlocked Go-map writes
+        self.connect_done = threading.Event()
+        self.stopping = threading.Event()
+        self._send_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cmd")
+
+    def emit(self, msg: dict) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(msg)
+        except (OSError, ValueError):              # parent gone: nobody left to serve
+            os._exit(wire.EXIT_PARENT_GONE)
+
+    def command_loop(self) -> None:
+        while True:
+            try:
+                req_id, op, args = self.conn.recv()
+            except (EOFError, OSError):            # parent went away
+                os._exit(wire.EXIT_PARENT_GONE)
+            if op == wire.STOP:
+                threading.Thread(target=self.stop, args=(float(args.get("grace", 2.0)),),
+                                 daemon=True, name="stopper").start()
+            elif not self.stopping.is_set():
+                self._pool.submit(self.run_command, req_id, op, args)
+
+    def run_command(self, req_id: int, op: str, args: dict) -> None:
+        started = time.monotonic()
+        try:
+            # Commands wait until Neonize() has written its Go maps (or connect failed).
+            if not self.ready.wait(timeout=float(args.get("wait", 55.0))):
+                raise NotReady("not connected: session not ready")
+            if self.connect_done.is_set():
+                raise NotReady("not connected: session ended")
+            command = _COMMANDS.get(op)
+            if command is None:
+                raise Refused(f"unknown command {op!r}")
+            result = command(self.client, args)
+            self.emit({"type": wire.REPLY, "req_id": req_id, "ok": True, "result": result})
+        except Exception as exc:
+            code = failure_code(exc, go_error=self.go_error, connected=self._connected,
+                                took=time.monotonic() - started)
+            self.emit({"type": wire.REPLY, "req_id": req_id, "ok": False, "code": code,
+                       "error": f"{type(exc).__name__}: {exc}"})
+
+    def _connected(self) -> bool:
+        try:
+            return bool(self.client is not None and self.client.is_connected)
+        except Exception:                          # the Go side is in no state to answer
+            return False
+
+    def stop(self, grace: float) -> None:
+        self.stopping.set()
+        if self.ready.is_set() and not self.connect_done.is_set():
+            # A clean Disconnect is nicer to WhatsApp, but Stop() can block for a minute
+            # (dial) or forever (QR phase): give it `grace`, then leave anyway.
+            worker = threading.Thread(target=self.client.stop, daemon=True, name="stop")
+            worker.start()
+            worker.join(grace)
+        os._exit(wire.EXIT_STOPPED)
+
+
+def _prepare_process(cfg: dict) -> None:
+    _die_with_parent(cfg.get("parent_pid"))
+    os.setpgrp()                              # a Ctrl+C in the gateway's terminal is the parent's call
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.dup2(2, 1)                             # Go's fmt.Println and neonize's print() go to stderr
+    os.umask(0o077)                           # sqlite creates the DB (and -wal/-shm) as 0600
+    level = _log_level(cfg.get("go_log_level", "WARNING"))
+    # Configure logging BEFORE importing neonize: its import-time basicConfig is then a no-op.
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s wa[{cfg['company_id']}] %(name)s %(levelname)s %(message)s")
+    logging.getLogger("neonize.utils.log").setLevel(level)   # read by connect(): the Go log level
+    # We send no media: the "ffmpeg not found" warning on every connect is noise.
+    logging.getLogger("neonize.utils.ffmpeg").setLevel(logging.ERROR)
+
+
+def _make_client(cfg: dict, session: _Session, uuid: str) -> Any:
+    import neonize.events as nev      # after logging and fd set-up, on purpose
+    from neonize.client import NewClient
+    from neonize.exc import NeonizeError
+    from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+
+    session.go_error = NeonizeError
+
+    class _Client(NewClient):
+        def _NewClient__onLoginStatus(self, uuid: int, status: int) -> None:  # replaces print()
+            session.ready.set()
+            session.emit({"type": wire.LOGIN_EVENT,
+                          "event": ctypes.string_at(status).decode("utf-8", "replace")})
+
+    db_path = cfg["db_path"]
+    for suffix in ("", "-wal", "-shm", "-journal"):   # a store made before the umask rule
+        if os.path.exists(db_path + suffix):
+            os.chmod(db_path + suffix, 0o600)
+    props = DeviceProps(os=cfg.get("device_name") or "Switchboard",
+                        platformType=DeviceProps.CHROME)
+    client = _Client(db_path, props=props, uuid=uuid)
+    client._stop_finalizer.detach()           # a GC'd client must never Stop() a live uuid
+
+    def on_event(_client: Any, ev: Any) -> None:
+        try:                                  # exceptions in ctypes callbacks are only printed
+            if isinstance(ev, nev.ConnectedEv):
+                session.ready.set()
+            msg = map_event(ev)
+            if msg is None:
+                return
+            if msg["type"] == wire.CONNECTED:
+                me = getattr(client, "me", None)   # set by the Device event (code 0), sent first
+                msg["phone"] = user_digits(me.JID) if me is not None and me.HasField("JID") else ""
+            session.emit(msg)
+        except Exception:
+            log.exception("mapping %s failed", type(ev).__name__)
+
+    for name in FORWARDED:
+        client.event(getattr(nev, name))(on_event)
+
+    def on_qr(_client: Any, data: bytes) -> None:    # live QR codes (QREv is buffered until paired)
+        session.ready.set()
+        session.emit({"type": wire.QR, "code": data.decode("utf-8", "replace")})
+
+    client.event.qr(on_qr)
+    return client
+
+
+def child_main(cfg: dict, conn: Any) -> None:
+    """Entry point of the child process. Never returns: ends with os._exit."""
+    _prepare_process(cfg)
+    session = _Session(conn)
+    # Started before the slow neonize import so that an early "stop" is honoured at once;
+    # other commands wait in run_command until `ready`, which needs the client.
+    threading.Thread(target=session.command_loop, daemon=True, name="commands").start()
+    uuid = f"{cfg['company_id']}#{cfg.get('generation', 0)}#{secrets.token_hex(4)}"   # unique per child
+    session.client = client = _make_client(cfg, session, uuid)
+
+    from neonize._binder import ProxySettings
+    proxy = ProxySettings(proxy_address=cfg["proxy"]) if cfg.get("proxy") else None
+    session.emit({"type": wire.CONNECTING, "pid": os.getpid(), "uuid": uuid})
+    code = wire.EXIT_STOPPED
+    try:
+        client.connect(proxy)                 # blocks until stop(); events come on its worker
+        result: dict = {"type": wire.STOPPED}
+    except BaseException as exc:              # NeonizeError: dial failed, bad DB, ...
+        result = {"type": wire.CONNECT_FAILED, "error": f"{type(exc).__name__}: {exc}"}
+        code = wire.EXIT_CONNECT_FAILED
+    session.connect_done.set()
+    session.ready.set()                       # held commands now fail fast
+    if not session.stopping.is_set():
+        session.emit(result)
+    sys.stderr.flush()
+    os._exit(code)                            # don't wait for neonize's non-daemon threads

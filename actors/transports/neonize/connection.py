@@ -1,0 +1,313 @@
+"""NeonizeConnection: one company's link to WhatsApp as one child process.
+
+This module runs in the gateway process and must never import neonize, directly or
+indirectly: the child is started with multiprocessing "spawn" (spawner.py) and imports
+the neonize side (child.py) by name.
+
+Why a process per company (measured, ../shared/notes/neonize.md §0, §4, §9): neonize's Go
+glue keeps unlocked global maps (concurrent connects and sends abort the whole process),
+its calls can block for a minute (dial) or forever (after a QR timeout), and every
+connect leaks a file descriptor. A child process confines all of that to one tenant, and
+killing it is the only reliable way to end a hung Go call.
+
+What each child message means is in translate.py. This class adds what only it knows:
+  child exit not requested by close() and not after a final event
+                   -> Disconnected("session process exited with code N", PROCESS_EXITED), once
+  no first sign of life within connect_deadline -> Disconnected(TIMED_OUT); child killed
+  no QR code or login event QR_STALL_SLACK s after the last code expired -> QrExhausted
+  (both watchdogs in watchdogs.py)
+  the child could not be started -> Disconnected(OPEN_FAILED)
+After a final event the child is ended in the background. close() returns at once; the
+stop sequence (process.py) runs on its own thread, and the future close() returned
+resolves once the child is reaped and the reader is done. In between only traffic
+(IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody resends it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
+                           QrExhausted, Receipt)
+from ...payload import Payload
+from ..proxy import validate_proxy
+from . import wire
+from .link import Link, failed
+from .process import ChildProcess, exit_text
+from .spawner import ChildTarget, child_entry, spawn
+from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
+from .watchdogs import Watchdogs
+
+log = logging.getLogger("switchboard.neonize")
+
+DB_NAME = "whatsapp.sqlite3"
+DB_FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal")
+COMMAND_TIMEOUT = 60.0
+_generations = itertools.count(1)
+
+
+def _ensure_private_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)                    # mkdir's mode is filtered by the umask
+
+
+class NeonizeConnection:
+    """One attempt at a live WhatsApp link for one company: one child process."""
+
+    def __init__(self, company_id: str, company_dir: Path, emit: EmitFn, *,
+                 device_name: str = "Switchboard", proxy: str | None = None,
+                 go_log_level: str = "WARNING", stop_grace: float = 3.0,
+                 connect_deadline: float | None = None,
+                 command_timeout: float = COMMAND_TIMEOUT, generation: int | None = None,
+                 child_target: ChildTarget | None = None) -> None:
+        """`child_target` replaces the neonize child (tests use it to get a child that
+        ignores "stop" and SIGTERM); it must be importable by name in a spawned process."""
+        self.company_id = company_id
+        self.company_dir = Path(company_dir)
+        self.db_path = self.company_dir.resolve() / DB_NAME
+        self.generation = generation if generation is not None else next(_generations)
+        self._emit_fn = emit
+        self._device_name = device_name
+        self._proxy = validate_proxy(proxy)
+        self._go_log_level = go_log_level
+        self._grace = float(stop_grace)
+        self._connect_deadline = connect_deadline
+        self._command_timeout = float(command_timeout)
+        self._child_target = child_target or child_entry
+
+        # _lock guards the state below and is held while calling emit, so that close()
+        # (which sets _closed under it) is a barrier for lifecycle events, and the end of
+        # the link (_finished) a barrier for everything.
+        self._lock = threading.RLock()
+        self._translator = Translator(company_id)
+        self._child: ChildProcess | None = None
+        self._link: Link | None = None
+        self._opened = False
+        self._closed = False        # close() called: traffic only from now on
+        self._final = False         # a final event went out: the child's exit says nothing new
+        self._exited = False        # the child is gone (pipe EOF seen)
+        self._finished = False      # the link is gone for good: nothing more, ever
+        self._gone: Future = Future()
+        self._watchdogs = Watchdogs(on_connect_deadline=self._on_connect_deadline,
+                                    on_qr_stall=self._on_qr_stall)
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<NeonizeConnection {self.company_id}#{self.generation} pid={self.pid}>"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Spawn the child and return at once; everything else arrives as events."""
+        with self._lock:
+            if self._opened:
+                raise RuntimeError("a NeonizeConnection can be opened only once")
+            self._opened = True
+            if self._closed:
+                return
+        cfg = {"company_id": self.company_id, "generation": self.generation,
+               "db_path": str(self.db_path), "device_name": self._device_name,
+               "proxy": self._proxy, "go_log_level": self._go_log_level,
+               "parent_pid": os.getpid()}
+        try:
+            _ensure_private_dir(self.company_dir)
+            proc, pipe = spawn(self._child_target, cfg, f"wa-{self.company_id}#{self.generation}")
+        except Exception as exc:
+            log.exception("company %s: could not start the session process", self.company_id)
+            with self._lock:
+                self._final = self._exited = True
+                self._emit(Disconnected(reason=f"could not start session process: {exc}",
+                                        cause=Cause.OPEN_FAILED))
+            self._finish()
+            return
+        link = Link(pipe, name=self.company_id, command_timeout=self._command_timeout,
+                    on_message=self._on_child_event, on_eof=self._on_child_gone)
+        with self._lock:
+            self._child, self._link, self.pid = ChildProcess(proc), link, proc.pid
+            closed = self._closed
+            if not closed and self._connect_deadline:
+                self._watchdogs.arm_connect(self._connect_deadline)
+        link.start()
+        log.info("company %s: session process %s started (generation %s)",
+                 self.company_id, proc.pid, self.generation)
+        if closed:                                  # close() came while we were spawning
+            self._end_child(self._grace)
+
+    def close(self) -> Future:
+        """Start closing and return at once (idempotent: always the same future). The
+        future resolves to None once the child is reaped and nothing more will be emitted."""
+        with self._lock:
+            if self._closed:
+                return self._gone
+            self._closed = True
+            self._watchdogs.cancel()
+            never_opened = not self._opened
+            running = self._child is not None
+        if self._link is not None:
+            self._link.fail_pending(wire.NOT_CONNECTED, "connection closed")
+        if never_opened:
+            self._finish()
+        elif running:
+            self._end_child(self._grace)
+        # else: open() is still spawning (it ends the child itself) or failed (already gone)
+        return self._gone
+
+    def gone(self) -> Future:
+        """The future close() returns, without closing: resolves once the link is gone for
+        good, whoever ended it (close, a final event, the child's own exit)."""
+        return self._gone
+
+    def alive(self) -> bool:
+        with self._lock:
+            if self._closed or self._final or self._exited or self._child is None:
+                return False
+            child = self._child
+        return not child.exited()
+
+    # ----------------------------------------------------------------- commands
+
+    def send(self, jid: str, payload: Payload) -> Future:
+        """Resolves to the WhatsApp message id (str) or fails with SendError."""
+        problem = self._not_connected()
+        if problem:
+            return failed(wire.NOT_CONNECTED, problem)
+        return self._link.request(wire.SEND, {"jid": jid, "payload": payload.as_record()},
+                                  lambda result: str(result["message_id"]))
+
+    def pair_phone(self, phone: str) -> Future:
+        """Resolves to an 8-character pairing code; needs a QR session in progress."""
+        digits = "".join(ch for ch in str(phone) if ch.isdigit())
+        if not 7 <= len(digits) <= 15:
+            return failed(wire.REJECTED, f"invalid phone number {phone!r}")
+        with self._lock:
+            problem, code = self._unavailable(), wire.NOT_CONNECTED
+            if problem is None and self._translator.connected:
+                problem, code = "already linked: no pairing code needed", wire.REJECTED
+            elif problem is None and self._translator.qr_count == 0:
+                problem = "not connected: no QR session in progress yet"
+        if problem:
+            return failed(code, problem)
+        return self._link.request(wire.PAIR_PHONE, {"phone": digits}, lambda result: str(result["code"]))
+
+    def logout(self) -> Future:
+        """Unlinks this device on WhatsApp's side (no LoggedOut event follows); resolves to None."""
+        problem = self._not_connected()
+        if problem:
+            return failed(wire.NOT_CONNECTED, problem)
+        return self._link.request(wire.LOGOUT, {}, self._logged_out_by_us)
+
+    def _logged_out_by_us(self, _result: dict) -> None:
+        # whatsmeow disconnects and deletes the store, and sends no event about it.
+        with self._lock:
+            self._translator.connected = False
+
+    def _not_connected(self) -> str | None:
+        """Why a command that needs a live session cannot run now, or None."""
+        with self._lock:
+            problem = self._unavailable()
+            return problem if problem is not None or self._translator.connected else "not connected"
+
+    def _unavailable(self) -> str | None:
+        if self._closed:
+            return "connection closed"
+        if self._child is None:
+            return "not connected: connection not opened"
+        if self._exited or self._final:
+            return "not connected: session process is not running"
+        return None
+
+    # ----------------------------------------------------------------- the child's side
+
+    def _on_child_event(self, msg: dict) -> None:
+        """Called by the reader, in the child's order, for every message but replies."""
+        kind = msg.get("type")
+        with self._lock:
+            if (self._closed or self._final) and kind not in INBOUND:
+                return                          # closing, or a final event already went out
+            if kind in SIGNS_OF_LIFE:
+                self._watchdogs.life_sign()
+            step = self._translator.translate(msg)
+            if step.qr_over:
+                self._watchdogs.qr_over()
+            if step.qr_ttl is not None:
+                self._watchdogs.qr_shown(step.qr_ttl, self._translator.qr_count)
+            if step.over is not None:           # this connection is over
+                self._final = True
+                self._watchdogs.cancel()
+            for event in step.events:
+                self._emit(event)
+        if step.over == END:
+            self._end_child(self._grace)
+
+    def _on_child_gone(self) -> None:
+        """Called by the reader once, at the pipe's end: reap, then resolve `gone`."""
+        child, link = self._child, self._link
+        self.exitcode = code = child.reap_after_eof(5.0)
+        with self._lock:
+            self._exited = True
+            self._translator.connected = False
+            self._watchdogs.cancel()
+        link.fail_pending(wire.NOT_CONNECTED, "not connected: session process exited")
+        with self._lock:
+            if self._closed or self._final:
+                log.info("company %s: session process %s ended (code %s)",
+                         self.company_id, child.pid, exit_text(code))
+            else:
+                self._final = True
+                log.warning("company %s: session process %s exited unasked (code %s)",
+                            self.company_id, child.pid, exit_text(code))
+                self._emit(Disconnected(reason=f"session process exited with code {exit_text(code)}",
+                                        cause=Cause.PROCESS_EXITED))
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._finished = True
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+    def _emit(self, event: ConnectionEvent) -> None:
+        """Called with _lock held: after close() traffic only, after the end nothing."""
+        if self._finished or (self._closed and not isinstance(event, (IncomingMessage, Receipt))):
+            return
+        log.debug("company %s: %r", self.company_id, event)
+        try:
+            self._emit_fn(event)
+        except Exception:
+            log.exception("company %s: emit(%r) failed", self.company_id, event)
+
+    # ----------------------------------------------------------------- watchdogs, stopping
+
+    def _on_qr_stall(self, seen: int) -> None:
+        with self._lock:
+            t = self._translator
+            if self._closed or self._final or t.connected or t.qr_count != seen:
+                return
+            log.warning("company %s: no QR code or login event after the last code expired",
+                        self.company_id)
+            self._final = True
+            self._emit(QrExhausted())
+        self._end_child(self._grace)
+
+    def _on_connect_deadline(self) -> None:
+        with self._lock:
+            if self._closed or self._final or self._exited:
+                return
+            self._final = True
+            self._emit(Disconnected(
+                reason=f"no answer from the session within {self._connect_deadline:g}s "
+                       "(connect deadline): killed", cause=Cause.TIMED_OUT))
+        self._end_child(0.5)                    # it is hung: don't wait for a clean stop
+
+    def _end_child(self, grace: float) -> None:
+        """Ask, then force, the child to end, in the background (process.py)."""
+        child, link = self._child, self._link
+        if child is not None:
+            child.stop_in_background(lambda g: link.tell(wire.STOP, {"grace": g}), grace,
+                                     name=f"wa-stop-{self.company_id}")
