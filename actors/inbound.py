@@ -1,10 +1,19 @@
-"""Inbound de-duplication: the ids of recent incoming messages, kept across restarts."""
+"""Inbound traffic of one company: incoming messages, de-duplicated by id across
+restarts, and receipts, each published as one event.
+
+WhatsApp redelivers a message until a client acknowledges it, and a closing connection
+may still hand over what it had received: the ids seen are kept (`inbound-seen.jsonl`)
+so that each message is published once.
+"""
 from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import Any, Callable
 
+from .connection import IncomingMessage, Receipt
 from .journal import Journal
+from .kinds import EventKind
 
 
 class SeenIds:
@@ -35,3 +44,25 @@ class SeenIds:
         self._ids[message_id] = None
         while len(self._ids) > self._keep:
             self._ids.popitem(last=False)
+
+
+class Inbound:
+    def __init__(self, company_dir: Path, publish: Callable[[EventKind, dict[str, Any]], None]) -> None:
+        self._seen = SeenIds(company_dir / "inbound-seen.jsonl")
+        self._publish = publish
+        self.received = 0
+
+    def message(self, message: IncomingMessage) -> None:
+        if not self._seen.add(message.id):
+            return
+        self.received += 1
+        self._publish(EventKind.MESSAGE, {
+            "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
+            "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group})
+
+    def receipt(self, receipt: Receipt) -> None:
+        self._publish(EventKind.RECEIPT, {"messageIds": list(receipt.message_ids), "chat": receipt.chat,
+                                          "receipt": receipt.kind})
+
+    def close(self) -> None:
+        self._seen.close()

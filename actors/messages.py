@@ -12,6 +12,8 @@ import dataclasses
 from concurrent.futures import Future
 from typing import Any
 
+import pykka
+
 from .connection import ConnectionEvent
 from .payload import Payload
 
@@ -162,3 +164,11 @@ class ChildExit:
     normal: bool
     reason: str
     traceback: str | None = None
+
+
+def tell_quietly(ref: pykka.ActorRef, message: Any) -> None:
+    """Tell an actor that may already be gone (timers and callbacks outlive actors)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass

@@ -10,9 +10,10 @@ import dataclasses
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .connection import SendError
+from . import messages as m
+from .connection import Connection, SendError
 from .errors import InvalidInput, OutboxUnavailable, SessionUnavailable
 from .outbox import KeyedResult, Outbox, OutboxEntry
 from .payload import Payload, fingerprint
@@ -109,6 +110,27 @@ class SendQueue:
         self._dispatches += 1
         self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
         return entry, self._dispatches
+
+    def pump(self, conn: Connection, generation: int, tell: Callable[[Any], None]) -> list[Outcome]:
+        """Hand pending sends to `conn`, oldest first, one in flight. An answer that comes
+        later is told as SendDone; answers given at once are settled here (no round trip
+        through the mailbox), and their outcomes returned."""
+        outcomes: list[Outcome] = []
+        while (dispatch := self.next_dispatch()) is not None:
+            entry, number = dispatch
+            try:
+                future = conn.send(entry.jid, entry.payload)
+            except Exception as exc:
+                future = Future()
+                future.set_exception(SendError(str(exc), retryable=True))
+            if not future.done():
+                entry_id = entry.id
+                future.add_done_callback(lambda f: tell(m.SendDone(generation, entry_id, f, number)))
+                break
+            outcomes.append(self.settle(entry.id, number, future, same_link=True))
+            if not outcomes[-1].next_may_go:
+                break
+        return outcomes
 
     def stalled(self, timeout: float) -> bool:
         """A send with no answer for `timeout` seconds: forget it is in flight (True)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 import traceback
 from concurrent.futures import Future
@@ -22,18 +21,20 @@ from typing import Any
 import pykka
 
 from . import messages as m
+from .messages import tell_quietly
 from .clock import iso
-from .connection import (Cause, Connected, Connection, ConnectionEvent, IncomingMessage, Paired, QrCode,
-                         Receipt, SendError, TemporaryBan)
+from .connection import Cause, Connected, ConnectionEvent, IncomingMessage, Paired, QrCode, Receipt
+from .connector import Connector, Opening
 from .context import SessionContext, SessionSettings
 from .errors import OutboxUnavailable, SessionUnavailable
-from .inbound import SeenIds
+from .inbound import Inbound
 from .kinds import EventKind
 from .lifecycle import POLICY, RESTING, STATES, After, accepts_sends, refusal
 from .payload import MAX_TEXT, Text
 from .phone import normalize_phone, validate_company_id
 from .record import SessionRecord
-from .sending import SendQueue, check_key
+from .retries import Retries
+from .sending import Outcome, SendQueue, check_key
 from .status import SessionStatus
 
 log = logging.getLogger(__name__)
@@ -57,25 +58,21 @@ class SessionActor(pykka.ThreadingActor):
         self._dir = ctx.company_dir(company_id)
         self._state, self._last_error, self._phone = "stopped", None, None
         self._connected_at: float | None = None
-        self._attempts = 0
-        self._next_retry_at: float | None = None
+        self._retries = Retries(ctx.settings.backoff, ctx.scheduler, ctx.rng, self._tell)
         self._qr: QrCode | None = None
         self._qr_expires_at: float | None = None
-        self._conn: Connection | None = None
-        self._gen = 0
-        self._closing: dict[int, Future] = {}      # generation -> close future, until ConnClosed
-        self._open_when_closed = False
+        self._link = Connector(self.company_id, self._dir, ctx.transport, ctx.make_ownership(self.company_id, self._dir),
+                               self._tell)
+        self._open_when_closed = False              # open again once our closing link is gone
         self._opened_at = 0.0
-        self._tickets = itertools.count(1)
-        self._retry_ticket = self._ban_ticket = self._health_ticket = 0
-        self._sent = self._received = 0
-        self._reconnects: dict[str, int] = {}
+        self._health_tickets = itertools.count(1)
+        self._health_ticket = 0
+        self._sent = 0
         self._exit_reported = False
         self._logging_out = False
         self._limiter = ctx.make_limiter(self.company_id)
-        self._owner = ctx.make_ownership(self.company_id, self._dir)
         self._queue: SendQueue | None = None
-        self._seen: SeenIds | None = None
+        self._inbound: Inbound | None = None
         self._record: SessionRecord | None = None
         self._handlers = {
             m.Start: self._do_start, m.Stop: self._do_stop, m.Reconnect: self._do_reconnect, m.Logout: self._do_logout,
@@ -83,13 +80,13 @@ class SessionActor(pykka.ThreadingActor):
             m.GetQr: lambda _c: self.qr(), m.Diagnose: lambda _c: self.diagnostics(),
             m.DiscardOutbox: self._do_discard_outbox,
             m.ConnEvent: self._on_conn_event, m.ConnClosed: self._on_conn_closed, m.SendDone: self._on_send_done,
-            m.OwnershipLost: self._on_ownership_lost, m.RetryDue: self._on_retry_due, m.BanOver: self._on_ban_over,
+            m.OwnershipLost: self._on_ownership_lost, m.RetryDue: self._on_wake_up, m.BanOver: self._on_wake_up,
             m.HealthTick: self._on_health_tick, m.StableFor: self._on_stable, m.PumpDue: self._on_pump_due,
             m.LogoutDue: lambda _t: self._logging_out and self._finish_logout(self._last_error or "logged out by request"),
             m.InjectedCrash: self._crash,
         }
         self._events = {QrCode: self._on_qr, Paired: self._on_paired, Connected: self._on_connected,
-                        IncomingMessage: self._on_incoming, Receipt: self._on_receipt}
+                        IncomingMessage: lambda e: self._inbound.message(e), Receipt: lambda e: self._inbound.receipt(e)}
 
     # ---- the actor's own lifecycle ---------------------------------------------------------
 
@@ -98,14 +95,14 @@ class SessionActor(pykka.ThreadingActor):
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
                                     max_queued=self._settings.max_queued)
-            self._seen = SeenIds(self._dir / "inbound-seen.jsonl")
+            self._inbound = Inbound(self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._record = record = SessionRecord(self._dir, self.company_id)
             self._phone = record.phone
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
             elif record.desired == "running" and self._start_delay > 0:
                 # After a gateway restart sessions connect one after another, not all at once.
-                self._retry_in(self._start_delay)
+                self._retries.retry_in(self._start_delay)
                 self._enter("reconnecting", "waiting for its turn to connect after a restart")
             elif record.desired == "running":
                 self._open()
@@ -116,30 +113,28 @@ class SessionActor(pykka.ThreadingActor):
             self._schedule_health()
         except Exception as exc:   # pykka skips on_failure when on_start raises
             self._release()
-            self._report(False, f"start failed: {exc!r}", traceback.format_exc())
+            self._report_exit(False, f"start failed: {exc!r}", traceback.format_exc())
             raise
 
     def on_stop(self) -> None:
         self._release()
-        self._report(True, "stopped")
+        self._report_exit(True, "stopped")
 
     def on_failure(self, exc_type, exc, tb) -> None:
         self._release()
-        self._report(False, repr(exc), "".join(traceback.format_exception(exc_type, exc, tb)))
+        self._report_exit(False, repr(exc), "".join(traceback.format_exception(exc_type, exc, tb)))
 
     def _release(self) -> None:
         """Let go of everything; ownership only once every connection of ours is gone."""
-        self._close_conn()
+        self._qr = None
+        self._link.shutdown()
         self._ctx.status_board.end(self.company_id, self.actor_urn)
-        closing = list(self._closing.values())
-        self._closing.clear()
-        _release_when_done(closing, self._owner.release)
         if self._queue is not None:
             self._queue.close(self._state)
-        if self._seen is not None:
-            self._seen.close()
+        if self._inbound is not None:
+            self._inbound.close()
 
-    def _report(self, normal: bool, reason: str, tb: str | None = None) -> None:
+    def _report_exit(self, normal: bool, reason: str, tb: str | None = None) -> None:
         if self._exit_reported or self._supervisor is None:
             return
         self._exit_reported = True
@@ -169,7 +164,7 @@ class SessionActor(pykka.ThreadingActor):
     def _do_start(self, _cmd: m.Start) -> dict[str, Any]:
         self._record.update(desired="running")
         if self._state in RESTING:        # banned waits for its timer; reconnect overrides it
-            self._attempts = 0
+            self._retries.reset()
             self._open()
         return self.status()
 
@@ -186,13 +181,13 @@ class SessionActor(pykka.ThreadingActor):
 
     def _do_reconnect(self, _cmd: m.Reconnect) -> dict[str, Any]:
         self._record.update(desired="running")
-        self._attempts = 0
+        self._retries.reset()
         self._open()
         return self.status()
 
     def _do_logout(self, _cmd: m.Logout) -> dict[str, Any]:
         self._record.update(desired="stopped")
-        conn = self._conn
+        conn = self._link.conn
         if conn is not None and self._state == "connected":
             # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
             self._logging_out = True
@@ -213,7 +208,7 @@ class SessionActor(pykka.ThreadingActor):
             return known
         if not accepts_sends(self._state):
             raise SessionUnavailable(refusal(self._state, self._last_error), state=self._state,
-                                     retry_after_ms=self._retry_after_ms())
+                                     retry_after_ms=self._retries.retry_after_ms() if self._state == "banned" else None)
         self._queue.check_room(self._state)
         self._limiter.acquire(phone)
         receipt = self._queue.accept(phone, payload, key, connected=self._state == "connected")
@@ -228,10 +223,10 @@ class SessionActor(pykka.ThreadingActor):
 
     def _do_pair_phone(self, cmd: m.PairPhone) -> Future:
         phone = normalize_phone(cmd.phone)
-        if self._state != "qr" or self._conn is None:
+        if self._state != "qr" or self._link.conn is None:
             raise SessionUnavailable("a pairing code needs a session waiting for a QR scan; start it first",
                                      state=self._state)
-        return self._conn.pair_phone(phone)
+        return self._link.conn.pair_phone(phone)
 
     def status(self) -> dict[str, Any]:
         return self._snapshot().as_api()
@@ -244,9 +239,9 @@ class SessionActor(pykka.ThreadingActor):
     def diagnostics(self) -> dict[str, Any]:
         """Status plus what an operator needs to judge the session's health."""
         return {**self.status(), "transport": self._ctx.transport.name,
-                "connectionAlive": bool(self._conn is not None and self._conn.alive()),
-                "reconnectsByReason": dict(self._reconnects),
-                "ownershipLockHeld": self._owner.held,
+                "connectionAlive": self._link.alive(),
+                "reconnectsByReason": dict(self._retries.by_cause),
+                "ownershipLockHeld": self._link.owner.held,
                 "connectedForSeconds": (round(time.time() - self._connected_at, 1)
                                         if self._state == "connected" and self._connected_at else None)}
 
@@ -257,7 +252,7 @@ class SessionActor(pykka.ThreadingActor):
         traffic = isinstance(event, (IncomingMessage, Receipt))
         # What a closing connection still received is real traffic: keep it (duplicates
         # are dropped by message id). Anything else only from the live connection.
-        if not traffic and (message.generation != self._gen or self._conn is None):
+        if not traffic and not self._link.is_current(message.generation):
             return
         if self._logging_out and not traffic:
             self._finish_logout(self._last_error or "logged out by request")
@@ -284,22 +279,11 @@ class SessionActor(pykka.ThreadingActor):
             self._record.update(phone=event.phone)
         self._qr = None
         self._connected_at = time.time()
-        self._next_retry_at = None
+        self._retries.cancel()
         self._enter("connected", None)
-        self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell, m.StableFor(self._gen))
+        self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell,
+                                       m.StableFor(self._link.generation))
         self._pump()
-
-    def _on_incoming(self, message: IncomingMessage) -> None:
-        if not self._seen.add(message.id):
-            return
-        self._received += 1
-        self._ctx.publish(self.company_id, EventKind.MESSAGE, {
-            "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
-            "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group})
-
-    def _on_receipt(self, event: Receipt) -> None:
-        self._ctx.publish(self.company_id, EventKind.RECEIPT, {"messageIds": list(event.message_ids),
-                                                              "chat": event.chat, "receipt": event.kind})
 
     def _on_ending(self, event: ConnectionEvent) -> None:
         """A signal that ends the connection: the policy table says what follows."""
@@ -316,15 +300,7 @@ class SessionActor(pykka.ThreadingActor):
         if reaction.forget:
             self._finish_logout(reaction.error.format(reason=event.reason))
             return
-        delay = 0.0
-        if reaction.after is After.WAIT_BAN:
-            # A ban with no (or a zero) expiry must not turn into a reconnect loop.
-            policy = self._settings.backoff
-            delay = max(event.expires_in if isinstance(event, TemporaryBan) and event.expires_in > 0
-                        else policy.cap, policy.base)
-            self._ban_ticket = next(self._tickets)
-            self._next_retry_at = time.time() + delay
-            self._ctx.scheduler.call_later(delay, self._tell, m.BanOver(self._ban_ticket))
+        delay = self._retries.ban(event.expires_in) if reaction.after is After.WAIT_BAN else 0.0
         self._enter(reaction.state, reaction.error.format(reason=getattr(event, "reason", ""), delay=delay))
         if reaction.state in RESTING:
             self._release_ownership()
@@ -334,62 +310,38 @@ class SessionActor(pykka.ThreadingActor):
     def _open(self) -> None:
         if self._logging_out:
             self._finish_logout("logged out by request")
-        self._close_conn()
+        self._qr = None
         self._cancel_timers()
-        self._next_retry_at = None
-        if self._closing:
-            # Never two of our own links at once: the new one opens when the old is gone.
-            self._open_when_closed = True
+        opening = self._link.open()
+        if opening is Opening.OWNER_BUSY:
+            # Another gateway, or the actor before us still closing its connection.
+            self._schedule_retry(f"{self._link.owner.describe()}; not connecting yet", Cause.OWNER_BUSY)
+        elif opening is Opening.FAILED:
+            self._schedule_retry(self._link.last_failure, Cause.OPEN_FAILED)
+        else:
+            # AFTER_CLOSE: never two of our own links at once; this one opens when the old is gone.
+            self._open_when_closed = opening is Opening.AFTER_CLOSE
             self._opened_at = time.monotonic()
             self._enter("starting", self._last_error if self._state == "reconnecting" else None)
-            return
-        self._open_when_closed = False
-        if not self._owner.acquire(lambda reason: self._tell(m.OwnershipLost(reason))):
-            # Another gateway, or the actor before us still closing its connection.
-            self._schedule_retry(f"{self._owner.describe()}; not connecting yet", Cause.OWNER_BUSY)
-            return
-        self._gen += 1
-        gen = self._gen
-        self._opened_at = time.monotonic()
-        self._enter("starting", self._last_error if self._state == "reconnecting" else None)
-        try:
-            self._conn = self._ctx.transport.connect(self.company_id, self._dir,
-                                                     lambda event: self._tell(m.ConnEvent(gen, event)))
-            self._conn.open()
-        except Exception as exc:
-            log.exception("[%s] opening the connection failed", self.company_id)
-            self._close_conn()
-            self._schedule_retry(f"could not open the connection: {exc}", Cause.OPEN_FAILED)
 
     def _on_conn_closed(self, closed: m.ConnClosed) -> None:
-        self._closing.pop(closed.generation, None)
-        if self._closing:
+        if not self._link.closed(closed.generation):
             return
         if self._open_when_closed:
             self._open()
         elif self._state in RESTING:
-            self._release_ownership()
+            self._link.release_if_idle()
 
     def _on_ownership_lost(self, lost: m.OwnershipLost) -> None:
         self._close_conn()
         self._schedule_retry(f"ownership lost: {lost.reason}", Cause.OWNER_BUSY)
 
     def _schedule_retry(self, reason: str, cause: Cause) -> None:
-        self._reconnects[cause.value] = self._reconnects.get(cause.value, 0) + 1
-        policy = self._settings.backoff
-        if self._attempts >= policy.max_attempts:
-            self._give_up(f"gave up after {self._attempts} reconnect attempts; last error: {reason}")
+        if not self._retries.schedule(cause):
+            self._give_up(f"gave up after {self._retries.attempts} reconnect attempts; last error: {reason}")
             return
-        delay = policy.delay(self._attempts, self._ctx.rng)
-        self._attempts += 1
         self._open_when_closed = False        # the backoff timer decides when, not the close
-        self._retry_in(delay)
         self._enter("reconnecting", reason, cause=cause)
-
-    def _retry_in(self, delay: float) -> None:
-        self._retry_ticket = next(self._tickets)
-        self._next_retry_at = time.time() + delay
-        self._ctx.scheduler.call_later(delay, self._tell, m.RetryDue(self._retry_ticket))
 
     def _give_up(self, reason: str) -> None:
         self._record.update(desired="stopped")     # an operator decides; a restart must not retry it
@@ -411,39 +363,26 @@ class SessionActor(pykka.ThreadingActor):
     def _close_conn(self) -> None:
         # A send in flight stays in flight: it may still succeed, and sending it again on
         # the next connection would deliver it twice. Its future always resolves (or times out).
-        conn, self._conn = self._conn, None
         self._qr = None
-        if conn is None:
-            return
-        gen = self._gen
-        try:
-            closed = conn.close()
-        except Exception:
-            log.exception("[%s] closing the connection failed", self.company_id)
-            return
-        self._closing[gen] = closed
-        closed.add_done_callback(lambda _f: self._tell(m.ConnClosed(gen)))
+        self._link.close()
 
     def _release_ownership(self) -> None:
-        if self._conn is None and not self._closing and not self._open_when_closed:
-            self._owner.release()
+        if not self._open_when_closed:
+            self._link.release_if_idle()
 
     # ---- timers ---------------------------------------------------------------------------------
 
-    def _on_retry_due(self, timer: m.RetryDue) -> None:
-        if timer.ticket == self._retry_ticket and self._state == "reconnecting":
-            self._open()
-
-    def _on_ban_over(self, timer: m.BanOver) -> None:
-        if timer.ticket == self._ban_ticket and self._state == "banned":
+    def _on_wake_up(self, timer: m.RetryDue | m.BanOver) -> None:
+        waiting = "reconnecting" if isinstance(timer, m.RetryDue) else "banned"
+        if self._retries.due(timer) and self._state == waiting:
             self._open()
 
     def _on_stable(self, timer: m.StableFor) -> None:
-        if timer.generation == self._gen and self._state == "connected":
-            self._attempts = 0
+        if timer.generation == self._link.generation and self._state == "connected":
+            self._retries.reset()
 
     def _on_pump_due(self, timer: m.PumpDue) -> None:
-        if timer.generation == self._gen:
+        if timer.generation == self._link.generation:
             self._pump()
 
     def _on_health_tick(self, timer: m.HealthTick) -> None:
@@ -452,12 +391,12 @@ class SessionActor(pykka.ThreadingActor):
             self._schedule_health()
 
     def _schedule_health(self) -> None:
-        self._health_ticket = next(self._tickets)
+        self._health_ticket = next(self._health_tickets)
         self._ctx.scheduler.call_later(self._settings.health_interval, self._tell, m.HealthTick(self._health_ticket))
 
     def _health_check(self) -> None:
         """Reconcile the state with the connection, so "connected" is never a ghost."""
-        if self._state == "connected" and (self._conn is None or not self._conn.alive()):
+        if self._state == "connected" and not self._link.alive():
             self._close_conn()
             self._schedule_retry("connection lost (found by health check)", Cause.HEALTH_CHECK)
         elif self._state == "starting" and time.monotonic() - self._opened_at > self._settings.connect_timeout:
@@ -471,53 +410,32 @@ class SessionActor(pykka.ThreadingActor):
 
     def _cancel_timers(self) -> None:
         """Whatever was going to happen next (a retry, the end of a ban, a deferred open) won't."""
-        self._retry_ticket = self._ban_ticket = 0
-        self._next_retry_at = None
+        self._retries.cancel()
         self._open_when_closed = False
 
     # ---- sending -----------------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Hand the oldest pending send to the connection; one in flight keeps the order."""
-        while self._state == "connected" and self._conn is not None:
-            dispatch = self._queue.next_dispatch()
-            if dispatch is None:
-                return
-            entry, number = dispatch
-            gen, entry_id = self._gen, entry.id
-            try:
-                future = self._conn.send(entry.jid, entry.payload)
-            except Exception as exc:
-                future = Future()
-                future.set_exception(SendError(str(exc), retryable=True))
-            if not future.done():
-                future.add_done_callback(lambda f: self._tell(m.SendDone(gen, entry_id, f, number)))
-                return
-            # Answered at once: settle it now instead of a round trip through the mailbox.
-            if not self._settle(m.SendDone(gen, entry_id, future, number)):
-                return
+        """Hand pending sends to the live connection, in order."""
+        if self._state == "connected" and self._link.conn is not None:
+            for outcome in self._queue.pump(self._link.conn, self._link.generation, self._tell):
+                self._publish_outcome(outcome)
 
     def _on_send_done(self, done: m.SendDone) -> None:
-        if self._settle(done):
+        same_link = done.generation == self._link.generation and self._state == "connected"
+        outcome = self._queue.settle(done.entry_id, done.dispatch, done.future, same_link=same_link)
+        self._publish_outcome(outcome)
+        if outcome.next_may_go:
             self._pump()
 
-    def _settle(self, done: m.SendDone) -> bool:
-        """Record a send's outcome. True when the next send may go now."""
-        outcome = self._queue.settle(done.entry_id, done.dispatch, done.future,
-                                     same_link=done.generation == self._gen and self._state == "connected")
+    def _publish_outcome(self, outcome: Outcome) -> None:
         if outcome.sent is not None:
             self._sent += 1
-            self._ctx.publish(self.company_id, EventKind.SENT, {"id": done.entry_id, "messageId": outcome.sent})
+            self._ctx.publish(self.company_id, EventKind.SENT, {"id": outcome.entry_id, "messageId": outcome.sent})
         elif outcome.failed is not None:
-            self._ctx.publish(self.company_id, EventKind.FAILED, {"id": done.entry_id, "error": outcome.failed})
+            self._ctx.publish(self.company_id, EventKind.FAILED, {"id": outcome.entry_id, "error": outcome.failed})
         elif outcome.retry_in is not None:
-            self._ctx.scheduler.call_later(outcome.retry_in, self._tell, m.PumpDue(self._gen))
-        return outcome.next_may_go
-
-    def _retry_after_ms(self) -> int | None:
-        if self._state == "banned" and self._next_retry_at:
-            return max(1, int((self._next_retry_at - time.time()) * 1000))
-        return None
+            self._ctx.scheduler.call_later(outcome.retry_in, self._tell, m.PumpDue(self._link.generation))
 
     # ---- state and status -------------------------------------------------------------------------
 
@@ -534,8 +452,8 @@ class SessionActor(pykka.ThreadingActor):
             self._record.update(state=state, last_error=error)
         self._publish_status()     # before the event, so a woken subscriber sees the new state
         if previous != state or state in ("reconnecting", "failed"):
-            data = {"state": state, "previous": previous, "error": error, "attempt": self._attempts,
-                    "nextRetryAt": iso(self._next_retry_at)}
+            data = {"state": state, "previous": previous, "error": error, "attempt": self._retries.attempts,
+                    "nextRetryAt": iso(self._retries.next_at)}
             if cause is not None:
                 data["cause"] = cause.value
             self._ctx.publish(self.company_id, EventKind.STATE, data)
@@ -543,35 +461,10 @@ class SessionActor(pykka.ThreadingActor):
     def _snapshot(self) -> SessionStatus:
         return SessionStatus(
             company_id=self.company_id, state=self._state, phone=self._phone, connected_at=self._connected_at,
-            last_error=self._last_error, attempts=self._attempts, next_retry_at=self._next_retry_at,
+            last_error=self._last_error, attempts=self._retries.attempts, next_retry_at=self._retries.next_at,
             qr_available=self._state == "qr" and self._qr is not None,
-            queued=len(self._queue) if self._queue is not None else 0, sent=self._sent, received=self._received)
+            queued=len(self._queue) if self._queue is not None else 0, sent=self._sent,
+            received=self._inbound.received if self._inbound is not None else 0)
 
     def _publish_status(self) -> None:
         self._ctx.status_board.publish(self.actor_urn, self._snapshot())
-
-
-def tell_quietly(ref: pykka.ActorRef, message: Any) -> None:
-    """Tell an actor that may already be gone (timers and callbacks outlive actors)."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
-
-
-def _release_when_done(futures: list[Future], release: Any) -> None:
-    """Call `release()` once every future is done (at once if there are none)."""
-    if not futures:
-        release()
-        return
-    remaining = [len(futures)]
-    lock = threading.Lock()             # the futures may resolve on different threads
-
-    def one_done(_f: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            release()
-    for future in futures:
-        future.add_done_callback(one_done)

@@ -81,9 +81,10 @@ def serve(args: argparse.Namespace) -> int:
         else:
             print("switchboard: Redis is not supported by this build yet; running embedded (memory limiter, "
                   "file locks)", file=sys.stderr)
-    webhook = config.webhook_config() if hasattr(config, "webhook_config") else None
-    if webhook is not None and "webhook" in board_params:
-        board_options["webhook"] = webhook
+    webhook = config.webhook_config()
+    if webhook is not None:
+        from .sinks.webhook import WebhookSink
+        board_options["sinks"] = [WebhookSink.factory(webhook)]
     if config.transport == "neonize" and "transport_options" in board_params:
         options = {"device_name": config.device_name, "proxy": config.proxy, "go_log_level": config.go_log_level}
         try:

@@ -11,7 +11,7 @@ from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.session import SessionSettings
 
-from .webhooks import DEFAULT_KINDS, WebhookConfig
+from .sinks.webhook import DEFAULT_KINDS, WebhookConfig
 
 
 class ConfigError(ValueError):

@@ -23,7 +23,8 @@ from switchboard.actors.phone import validate_company_id
 from switchboard.actors.context import SessionContext
 from switchboard.actors.kinds import EventKind
 from switchboard.actors.messages import ChildExit
-from switchboard.actors.session import SessionActor, tell_quietly
+from switchboard.actors.messages import tell_quietly
+from switchboard.actors.session import SessionActor
 
 log = logging.getLogger(__name__)
 
