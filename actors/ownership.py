@@ -56,6 +56,7 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._problem: str | None = None
         self._lock = threading.Lock()     # release() may come from a close future's thread
 
     @classmethod
@@ -70,7 +71,12 @@ class FileLock:
         with self._lock:
             if self._fd is not None:
                 return True
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:      # a full or read-only disk: not ours, and say why
+                self._problem = f"cannot create owner.lock: {exc.strerror or exc}"
+                return False
+            self._problem = None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.ftruncate(fd, 0)
@@ -88,4 +94,4 @@ class FileLock:
                 self._fd = None
 
     def describe(self) -> str:
-        return "another process holds this company (owner.lock)"
+        return self._problem or "another process holds this company (owner.lock)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import time
 import traceback
 from concurrent.futures import Future
@@ -91,6 +92,7 @@ class SessionActor(pykka.ThreadingActor):
     # ---- the actor's own lifecycle ---------------------------------------------------------
 
     def on_start(self) -> None:
+        created = not self._dir.exists()
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
@@ -113,6 +115,8 @@ class SessionActor(pykka.ThreadingActor):
             self._schedule_health()
         except Exception as exc:   # pykka skips on_failure when on_start raises
             self._release()
+            if created:            # a company that never got going leaves no half-made directory
+                shutil.rmtree(self._dir, ignore_errors=True)
             self._report_exit(False, f"start failed: {exc!r}", traceback.format_exc())
             raise
 

@@ -407,3 +407,29 @@ def test_ban_without_expiry_does_not_loop(board_factory, tmp_path):
     assert transport.opened == 1
     assert board.session("acme").start().get(timeout=5)["status"] == "banned"    # start waits for the ban
     w.close()
+
+
+def test_a_failed_create_leaves_nothing_held(board, monkeypatch):
+    """The disk refuses the company's files: the actor gives up without a directory, a
+    descriptor or a thread left behind, and the company ends parked with the reason."""
+    import errno
+    import os
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    threads_before = {t.name for t in threading.enumerate()}
+    monkeypatch.setattr("switchboard.actors.session.SendQueue", full_disk)
+    gave_up = threading.Event()
+    board.on_event(lambda e: "even parked" in e.data["error"] and gave_up.set(), kinds=("gave_up",),
+                   company_id="newco")
+    board.supervisor.ensure("newco").get(timeout=5)
+    assert gave_up.wait(10)
+    status = next(s for s in board.statuses() if s["companyId"] == "newco")
+    assert status["status"] == "failed" and "No space left" in status["lastError"]
+    assert not (board.data_dir / "newco").exists()
+    leaked = {os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds_before
+              if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not {path for path in leaked if "newco" in path}
+    assert not [name for name in {t.name for t in threading.enumerate()} - threads_before
+                if name.startswith("SessionActor")]

@@ -161,3 +161,41 @@ class HoldingTransport(SimulatedTransport):
 
     def connect(self, company_id, company_dir, emit):
         return HoldingConnection(self.network, company_id, company_dir, emit, hold=self.hold)
+
+
+class SlowClosingConnection(SimulatedConnection):
+    """Like a neonize child that takes seconds to stop: close() returns at once, but the
+    socket stays live (it still delivers what it receives) until the test lets it go."""
+
+    def __init__(self, *args, transport, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._transport = transport
+        self._gone: Future | None = None
+
+    def close(self):
+        if self._gone is None:
+            self._gone = Future()
+            self._transport.closing.append(self)
+        return self._gone
+
+    def finish_closing(self) -> None:
+        super().close()
+        self._gone.set_result(None)
+
+
+class SlowClosingTransport(SimulatedTransport):
+    def __init__(self, network):
+        super().__init__(network)
+        self.closing: list[SlowClosingConnection] = []
+        self.opened = 0
+
+    def connect(self, company_id, company_dir, emit):
+        self.opened += 1
+        return SlowClosingConnection(self.network, company_id, company_dir, emit, transport=self)
+
+    def finish_all(self) -> None:
+        while self.closing:
+            self.closing.pop(0).finish_closing()
+
+    def close(self):
+        self.finish_all()
