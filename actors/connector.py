@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,8 @@ class Connector:
         self.conn: Connection | None = None
         self.generation = 0
         self._closing: dict[int, Future] = {}     # generation -> close future, until ConnClosed
+        self.open_after_close = False               # open() answered AFTER_CLOSE and still stands
+        self.opened_at = 0.0                        # monotonic time of the last open (or its deferral)
         self.last_failure = ""
 
     @property
@@ -57,7 +60,9 @@ class Connector:
     def open(self) -> Opening:
         """Close what is there, then connect if we own the company and nothing of ours is closing."""
         self.close()
-        if self._closing:
+        self.opened_at = time.monotonic()
+        self.open_after_close = bool(self._closing)
+        if self.open_after_close:
             return Opening.AFTER_CLOSE
         if not self.owner.acquire(lambda reason: self._tell(m.OwnershipLost(reason))):
             return Opening.OWNER_BUSY
@@ -94,8 +99,9 @@ class Connector:
         return not self._closing
 
     def release_if_idle(self) -> None:
-        """Give up ownership, unless a link of ours still lives (then: on its ConnClosed)."""
-        if self.conn is None and not self._closing:
+        """Give up ownership, unless a link of ours still lives (then: on its ConnClosed)
+        or is about to (an open waits for that close)."""
+        if self.conn is None and not self._closing and not self.open_after_close:
             self.owner.release()
 
     def shutdown(self) -> None:

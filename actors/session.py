@@ -64,8 +64,6 @@ class SessionActor(pykka.ThreadingActor):
         self._qr_expires_at: float | None = None
         self._link = Connector(self.company_id, self._dir, ctx.transport, ctx.make_ownership(self.company_id, self._dir),
                                self._tell)
-        self._open_when_closed = False              # open again once our closing link is gone
-        self._opened_at = 0.0
         self._health_tickets = itertools.count(1)
         self._health_ticket = 0
         self._sent = 0
@@ -322,16 +320,13 @@ class SessionActor(pykka.ThreadingActor):
             self._schedule_retry(f"{self._link.owner.describe()}; not connecting yet", Cause.OWNER_BUSY)
         elif opening is Opening.FAILED:
             self._schedule_retry(self._link.last_failure, Cause.OPEN_FAILED)
-        else:
-            # AFTER_CLOSE: never two of our own links at once; this one opens when the old is gone.
-            self._open_when_closed = opening is Opening.AFTER_CLOSE
-            self._opened_at = time.monotonic()
+        else:         # OPENED, or AFTER_CLOSE: never two links of ours; it opens once the old is gone
             self._enter("starting", self._last_error if self._state == "reconnecting" else None)
 
     def _on_conn_closed(self, closed: m.ConnClosed) -> None:
         if not self._link.closed(closed.generation):
             return
-        if self._open_when_closed:
+        if self._link.open_after_close:
             self._open()
         elif self._state in RESTING:
             self._link.release_if_idle()
@@ -344,7 +339,7 @@ class SessionActor(pykka.ThreadingActor):
         if not self._retries.schedule(cause):
             self._give_up(f"gave up after {self._retries.attempts} reconnect attempts; last error: {reason}")
             return
-        self._open_when_closed = False        # the backoff timer decides when, not the close
+        self._link.open_after_close = False   # the backoff timer decides when, not the close
         self._enter("reconnecting", reason, cause=cause)
 
     def _give_up(self, reason: str) -> None:
@@ -371,8 +366,7 @@ class SessionActor(pykka.ThreadingActor):
         self._link.close()
 
     def _release_ownership(self) -> None:
-        if not self._open_when_closed:
-            self._link.release_if_idle()
+        self._link.release_if_idle()
 
     # ---- timers ---------------------------------------------------------------------------------
 
@@ -403,7 +397,7 @@ class SessionActor(pykka.ThreadingActor):
         if self._state == "connected" and not self._link.alive():
             self._close_conn()
             self._schedule_retry("connection lost (found by health check)", Cause.HEALTH_CHECK)
-        elif self._state == "starting" and time.monotonic() - self._opened_at > self._settings.connect_timeout:
+        elif self._state == "starting" and time.monotonic() - self._link.opened_at > self._settings.connect_timeout:
             self._close_conn()
             self._schedule_retry(f"connect timed out after {self._settings.connect_timeout:g} s", Cause.TIMED_OUT)
         elif self._state == "connected" and len(self._queue):
@@ -415,7 +409,7 @@ class SessionActor(pykka.ThreadingActor):
     def _cancel_timers(self) -> None:
         """Whatever was going to happen next (a retry, the end of a ban, a deferred open) won't."""
         self._retries.cancel()
-        self._open_when_closed = False
+        self._link.open_after_close = False
 
     # ---- sending -----------------------------------------------------------------------------------
 
