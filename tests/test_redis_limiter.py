@@ -9,7 +9,7 @@ import redis
 
 from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.redis_limiter import RETRY_REDIS_AFTER, RedisLimiter
-from switchboard.actors.session import SessionSettings
+from switchboard.actors.context import SessionSettings
 
 from .conftest import FAST_BACKOFF, StateWaiter, link
 

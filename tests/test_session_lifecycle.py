@@ -10,7 +10,9 @@ import pytest
 from switchboard.actors.connection import Cause, ConnectFailure, Disconnected, QrCode, TemporaryBan
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.ratelimit import RateLimit, RateLimited
-from switchboard.actors.session import STATES, SessionSettings, SessionUnavailable
+from switchboard.actors.context import SessionSettings
+from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.lifecycle import STATES
 from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 
 from .support.sessions import (FAST_BACKOFF, ScriptedTransport, StateWaiter, assert_stays, link,
@@ -328,7 +330,7 @@ def test_disk_full_refuses_the_send_and_keeps_nothing(board, waiter, monkeypatch
     def full(self, record):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(journal.Journal, "append", full)
-    from switchboard.actors.session import OutboxUnavailable
+    from switchboard.actors.errors import OutboxUnavailable
     with pytest.raises(OutboxUnavailable, match="No space left"):
         board.session("acme").send("79001234567", "x").get(timeout=5)
     assert waiter.status("acme")["queued"] == 0

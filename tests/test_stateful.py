@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from switchboard.actors.ratelimit import RateLimited
-from switchboard.actors.session import STATES, InjectedCrash, SessionUnavailable
+from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.lifecycle import STATES
+from switchboard.actors.messages import InjectedCrash
 from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 from switchboard.supervision import Switchboard
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pykka
 import pytest
 
-from switchboard.actors.session import InjectedCrash, SessionUnavailable
+from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.messages import InjectedCrash
 from switchboard.supervision.events import parse_since, read_log
 
 from .support.sessions import FAST_BACKOFF, FAST_RESTARTS, StateWaiter, assert_stays, link
