@@ -27,6 +27,7 @@ from .connection import (Connected, Connection, ConnectFailure, Disconnected, In
                          Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan, Transport)
 from .inbound import SeenIds
 from .outbox import Outbox, OutboxEntry, fingerprint
+from .payload import Text
 from .phone import InvalidInput, normalize_phone, phone_to_jid, validate_company_id
 from .ratelimit import RateLimit, SlidingWindowLimiter
 from .scheduler import Scheduler
@@ -333,16 +334,9 @@ class SessionActor(pykka.ThreadingActor):
 
     def send(self, to: str, text: str, idempotency_key: str | None = None) -> SendReceipt:
         phone = normalize_phone(to)
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidInput("message text is required")
-        if len(text) > MAX_TEXT:
-            raise InvalidInput(f"message text is longer than {MAX_TEXT} characters")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput("message text is not valid Unicode (lone surrogate)") from None
+        text = Text.of(text).text         # the one check of a message's text (HTTP checks only its JSON type)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200):
-            raise InvalidInput("idempotency key must be 1-200 characters")
+            raise InvalidInput("Idempotency-Key must be 1-200 characters")
         if idempotency_key:
             known = self._outbox.by_key(idempotency_key)
             if known is not None:
