@@ -12,10 +12,12 @@ import webtest
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.http.app import routes
 from switchboard.http.auth import ApiKeys
+from switchboard.http.metrics import Counters
 from switchboard.http.openapi import build_spec
+from switchboard.supervision.events import Event
 from switchboard.supervision.health import recommendations
 
-from tests.http_support import ADMIN_KEY, build_app, running_board, wait_until
+from tests.support.http import ADMIN_KEY, build_app, running_board, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 ADMIN = {"X-Api-Key": ADMIN_KEY}
@@ -188,12 +190,14 @@ def test_invalid_company_id_in_path_creates_nothing(web, board, tmp_path, compan
     ({"phone": "79001234567", "message": "   "}, "must not be empty"),
     ({"phone": "79001234567", "message": ["x"]}, "'message' must be a string"),
     ({"phone": "79001234567", "message": "x" * 65537}, "longer than 65536"),
+    ({"phone": "79001234567", "message": "\ud800"}, "not valid Unicode"),       # a lone surrogate
 ])
 def test_send_validation(web, board, body, message):
     link(web, board)
     res = web.post_json("/api/whatsapp/sessions/962302/send", body, headers=ADMIN, expect_errors=True)
     assert message in is_json_error(res, 400)["error"]
-    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["messagesSent"] == 0
+    status = web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json
+    assert status["messagesSent"] == 0 and status["queued"] == 0
 
 
 def test_phone_formats_are_accepted(web, board):
@@ -222,6 +226,13 @@ def test_body_errors(web, board):
     is_json_error(web.post("/api/whatsapp/sessions/962302/stop", "x", headers={**ADMIN, "Content-Type": "text/plain"},
                            expect_errors=True), 415)
     assert web.post("/api/whatsapp/sessions/962302/stop", headers=ADMIN).json["status"] == "stopped"
+
+
+@pytest.mark.parametrize("path", ["/api/whatsapp/sessions/962302/qr.png?scale=%B2", "/api/supervisor/log?limit=%B2"])
+def test_numbers_in_the_query_take_ascii_digits_only(web, board, path):
+    create(web)
+    res = web.get(path, headers=ADMIN, expect_errors=True)        # '\u00b2' passes str.isdigit(), not int()
+    assert "must be a whole number" in is_json_error(res, 400)["error"]
 
 
 def test_unknown_route_and_wrong_method_are_json(web):
@@ -315,6 +326,20 @@ def test_send_variants_and_idempotency(web, board):
                                 headers={**ADMIN, "Idempotency-Key": "k" * 201}, expect_errors=True), 400)
 
 
+def test_reused_idempotency_key_for_another_message_is_refused(web, board):
+    link(web, board)
+    headers = {**ADMIN, "Idempotency-Key": "k1"}
+    first = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert first.json["messageId"]
+    res = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234568", "message": "other"},
+                        headers=headers, expect_errors=True)
+    assert "different message" in is_json_error(res, 400)["error"]
+    again = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert again.json["messageId"] == first.json["messageId"]
+
+
 def test_send_while_reconnecting_is_queued_then_delivered(web, board):
     link(web, board)
     board.network.fault("962302", "refuse", 3)          # refused for 3 s: every retry in it fails
@@ -392,6 +417,12 @@ def test_qr_formats_and_page(web, board):
     assert "+79990001122" in done and "refresh" not in done
 
 
+def test_a_page_token_with_non_ascii_digits_is_refused_not_500(web, board):
+    create(web)
+    res = web.get("/qr/962302?token=%B2.abc", expect_errors=True)     # the token is checked before any key
+    is_json_error(res, 401)
+
+
 def test_pairing_code(web, board):
     create(web)
     res = web.post_json("/api/whatsapp/sessions/962302/pairing-code", {"phone": "+7 999 000-11-22"}, headers=ADMIN)
@@ -452,6 +483,18 @@ def test_metrics_json_and_prometheus(web, board):
                  "switchboard_messages_received_total 1.0", "switchboard_messages_queued 0.0",
                  'switchboard_rate_limited_total{scope="recipient"} 0.0']:
         assert line in text, text
+
+
+def test_reconnects_are_counted_by_the_cause_the_state_event_carries():
+    counters = Counters()
+    for data in ({"state": "reconnecting", "cause": "dropped"}, {"state": "reconnecting", "cause": "dropped"},
+                 {"state": "reconnecting", "cause": "unreachable"}, {"state": "reconnecting"},
+                 {"state": "connected"}):
+        counters.on_event(Event(seq=1, ts=0.0, company_id="962302", kind="state", data=data))
+    counters.on_event(Event(seq=2, ts=0.0, company_id="962302", kind="message.sent", data={}))
+    counts = counters.snapshot()
+    assert counts["reconnects"] == {"dropped": 2, "unreachable": 1, "other": 1}
+    assert counts["sent"] == 1
 
 
 def test_supervisor_log(web, board):
@@ -588,37 +631,3 @@ def test_deeply_nested_json_is_a_400(web, board):
     res = web.post("/api/whatsapp/sessions/962302/send", body, headers={**ADMIN, "Content-Type": "application/json"},
                    expect_errors=True)
     assert "invalid JSON" in is_json_error(res, 400)["error"]
-
-
-# ---- found in review: each of these answered 500 or misreported before its fix -------------
-
-@pytest.mark.parametrize("path", ["/qr/962302?token=%B2.abc", "/api/whatsapp/sessions/962302/qr.png?scale=%B2",
-                                  "/api/supervisor/log?limit=%B2"])
-def test_non_ascii_digits_in_numbers_are_bad_input_not_500(web, board, path):
-    create(web)
-    headers = {} if path.startswith("/qr/") else ADMIN      # the page's token is checked before any key
-    res = web.get(path, headers=headers, expect_errors=True)
-    assert res.status_int in (400, 401, 403, 404), res.text
-    assert res.json["success"] is False
-
-
-def test_lone_surrogate_in_a_message_is_400(web, board):
-    link(web, board)
-    res = web.post("/api/whatsapp/sessions/962302/send", '{"phone": "79001234567", "message": "\\ud800"}',
-                   headers={**ADMIN, "Content-Type": "application/json"}, expect_errors=True)
-    assert is_json_error(res, 400)["error"]
-    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["queued"] == 0
-
-
-def test_reused_idempotency_key_for_another_message_is_refused(web, board):
-    link(web, board)
-    headers = {**ADMIN, "Idempotency-Key": "k1"}
-    first = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
-                          headers=headers)
-    assert first.json["messageId"]
-    res = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234568", "message": "other"},
-                        headers=headers, expect_errors=True)
-    assert "different message" in is_json_error(res, 400)["error"]
-    again = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
-                          headers=headers)
-    assert again.json["messageId"] == first.json["messageId"]

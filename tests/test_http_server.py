@@ -13,8 +13,8 @@ import pytest
 
 from switchboard.actors.ratelimit import RateLimit
 
-from tests.http_support import (ADMIN_KEY, BlockingTransport, Http, build_app, connect_session, running_board,
-                                serving, wait_until)
+from tests.support.http import (ADMIN_KEY, BlockingTransport, Http, build_app, connect_session, running_board,
+                                 serving, wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -242,6 +242,25 @@ def test_a_stuck_actor_answers_503_and_never_hangs_a_request(tmp_path):
             transport.release.set()
 
 
+def test_delete_of_a_stuck_session_answers_503_at_once_and_removes_nothing(tmp_path):
+    transport = BlockingTransport(stuck={"stuck"})
+    with running_board(tmp_path / "data", transport=transport, ask_timeout=0.5) as board:
+        try:
+            with serving(build_app(board, tmp_path / "data")) as server:
+                http = Http(server.url)
+                assert http.post("/api/whatsapp/sessions", {"companyId": "stuck"})[0] == 503
+                started = time.monotonic()
+                status, _, body = http.delete("/api/whatsapp/sessions/stuck")
+                assert status == 503 and "did not answer" in body["error"], body
+                assert time.monotonic() - started < 3
+                assert (tmp_path / "data" / "stuck").exists() and board.exists("stuck")
+                transport.release.set()
+                assert wait_until(lambda: http.delete("/api/whatsapp/sessions/stuck")[0] == 200)
+                assert not (tmp_path / "data" / "stuck").exists()
+        finally:
+            transport.release.set()
+
+
 def test_graceful_shutdown_finishes_the_request_in_flight(board, tmp_path):
     app = build_app(board, tmp_path / "data")
     with serving(app) as server:
@@ -291,22 +310,3 @@ def _port_open(server) -> bool:
         return True
     except OSError:
         return False
-
-
-def test_delete_of_a_stuck_session_answers_503_at_once_and_removes_nothing(tmp_path):
-    transport = BlockingTransport(stuck={"stuck"})
-    with running_board(tmp_path / "data", transport=transport, ask_timeout=0.5) as board:
-        try:
-            with serving(build_app(board, tmp_path / "data")) as server:
-                http = Http(server.url)
-                assert http.post("/api/whatsapp/sessions", {"companyId": "stuck"})[0] == 503
-                started = time.monotonic()
-                status, _, body = http.delete("/api/whatsapp/sessions/stuck")
-                assert status == 503 and "did not answer" in body["error"], body
-                assert time.monotonic() - started < 3
-                assert (tmp_path / "data" / "stuck").exists() and board.exists("stuck")
-                transport.release.set()
-                assert wait_until(lambda: http.delete("/api/whatsapp/sessions/stuck")[0] == 200)
-                assert not (tmp_path / "data" / "stuck").exists()
-        finally:
-            transport.release.set()

@@ -137,7 +137,7 @@ class BlockingTransport(SimulatedTransport):
 
 # ---- `switchboard serve` as a process ------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("switchboard")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "switchboard.supervision.cli"]
 
