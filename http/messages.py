@@ -47,6 +47,11 @@ def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
     return ok({**base, "queued": False, "messageId": message_id, "status": "sent"})
 
 
+def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]:
+    payload = json_body()
+    return send(ctx, company_id, string(payload, recipient), string(payload, "message"))
+
+
 @api.post("/api/whatsapp/sessions/<companyId>/messages",
           doc=op("Send a text message (recipient in `to`)", "Sent", errors=_ERRORS, params=[_IDEMPOTENCY],
                  extra=_QUEUED, body=body({"to": PHONE, "message": MESSAGE}, ["to", "message"]),
@@ -54,8 +59,7 @@ def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
                              "reconnecting (delivered in order once connected)"))
 def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Send `message` to `to`."""
-    payload = json_body()
-    return send(ctx, companyId, string(payload, "to"), string(payload, "message"))
+    return _send_body(ctx, companyId, "to")
 
 
 @api.post("/api/whatsapp/sessions/<companyId>/send",
@@ -63,8 +67,7 @@ def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, 
                  extra=_QUEUED, body=body({"phone": PHONE, "message": MESSAGE}, ["phone", "message"])))
 def send_phone(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Send `message` to `phone`."""
-    payload = json_body()
-    return send(ctx, companyId, string(payload, "phone"), string(payload, "message"))
+    return _send_body(ctx, companyId, "phone")
 
 
 @api.post("/webhook/whatsapp/baileys/send",

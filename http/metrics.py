@@ -4,13 +4,14 @@ A custom collector reads the gateway at scrape time: sessions by state and queue
 messages come from the sessions' published snapshots (`board.metrics()`, no actor is
 asked); counters (messages, reconnects by reason, crashes, rate-limit refusals) are
 counted from the event bus and the HTTP layer since this process started, and so are
-the requests each route served and the seconds they took (plumbing.RequestTimes).
+the requests each route served and the seconds they took (RequestTimes, fed by the
+plumbing's plugin).
 """
 from __future__ import annotations
 
 import collections
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,8 +20,6 @@ from switchboard.actors.kinds import EventKind
 from switchboard.supervision.board import Switchboard
 from switchboard.supervision.events import Event
 
-if TYPE_CHECKING:
-    from .plumbing import RequestTimes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,6 +59,29 @@ class Counters:
         with self._lock:
             return {"sent": self.sent, "received": self.received, "failed": self.failed, "crashes": self.crashes,
                     "reconnects": dict(self.reconnects), "rate_limited": dict(self.rate_limited)}
+
+
+class RequestTimes:
+    """Requests served and seconds spent per route (to the first byte of the answer; an
+    event stream counts until it starts). Read by the Prometheus collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cells: dict[str, list[float]] = {}
+
+    def cell(self, name: str) -> list[float]:
+        """The [count, seconds] cell of one route, made once when the route is built."""
+        with self._lock:
+            return self._cells.setdefault(name, [0, 0.0])
+
+    def add(self, cell: list[float], seconds: float) -> None:
+        with self._lock:
+            cell[0] += 1
+            cell[1] += seconds
+
+    def snapshot(self) -> dict[str, tuple[int, float]]:
+        with self._lock:
+            return {name: (int(c[0]), c[1]) for name, c in self._cells.items()}
 
 
 class SwitchboardCollector:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import math
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -127,29 +126,6 @@ def authenticate(keys: ApiKeys, access: str) -> Principal | None:
     if access == "admin" and not principal.admin:
         raise ApiError(403, "this endpoint needs the admin API key")
     return principal
-
-
-class RequestTimes:
-    """Requests served and seconds spent per route (to the first byte of the answer; an
-    event stream counts until it starts). Read by the Prometheus collector."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cells: dict[str, list[float]] = {}
-
-    def cell(self, name: str) -> list[float]:
-        """The [count, seconds] cell of one route, made once when the route is built."""
-        with self._lock:
-            return self._cells.setdefault(name, [0, 0.0])
-
-    def add(self, cell: list[float], seconds: float) -> None:
-        with self._lock:
-            cell[0] += 1
-            cell[1] += seconds
-
-    def snapshot(self) -> dict[str, tuple[int, float]]:
-        with self._lock:
-            return {name: (int(c[0]), c[1]) for name, c in self._cells.items()}
 
 
 class ApiPlugin:

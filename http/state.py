@@ -11,7 +11,7 @@ from switchboard.supervision.board import SessionHandle, Switchboard
 
 from . import metrics as metrics_mod
 from .auth import ApiKeys, PageTokens
-from .plumbing import RequestTimes, not_found
+from .plumbing import not_found
 from .sse import EventStreams
 
 
@@ -37,7 +37,7 @@ class AppState:
         self.settings = settings
         self.ask_timeout: float = settings.ask_timeout if settings.ask_timeout is not None else board.ask_timeout
         self.counters = metrics_mod.Counters()
-        self.request_times = RequestTimes()
+        self.request_times = metrics_mod.RequestTimes()
         self.streams = EventStreams(board, max_streams=settings.sse_max_streams, heartbeat=settings.sse_heartbeat)
         self.registry = metrics_mod.make_registry(board, self.counters, lambda: self.streams.count,
                                                  self.request_times)

@@ -65,14 +65,12 @@ class Config:
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
         }
-        for name, field in ints.items():
-            if env.get(name):
-                setattr(config, field, _int(name, env[name]))
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
                   "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds"}
-        for name, field in floats.items():
-            if env.get(name):
-                setattr(config, field, _float(name, env[name]))
+        for kind, names in ((int, ints), (float, floats)):
+            for name, field in names.items():
+                if env.get(name):
+                    setattr(config, field, _number(kind, name, env[name]))
         strings = {
             "WHATSAPP_SESSION_PATH": "data_dir", "REDIS_URL": "redis_url", "SWITCHBOARD_ADMIN_KEY": "admin_key",
             "SWITCHBOARD_TRANSPORT": "transport", "SWITCHBOARD_HOST": "host",
@@ -137,15 +135,9 @@ class Config:
         )
 
 
-def _int(name: str, value: str) -> int:
+def _number(kind: type[int] | type[float], name: str, value: str) -> int | float:
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
-
-
-def _float(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, not {value!r}") from None
