@@ -32,7 +32,7 @@ class AppState:
 
     def __init__(self, board: Switchboard, config: Any, keys: ApiKeys, settings: HttpSettings) -> None:
         self.board = board
-        self.config = config
+        self.config = config              # the gateway's Config when served (None when embedded)
         self.keys = keys
         self.settings = settings
         self.ask_timeout: float = settings.ask_timeout if settings.ask_timeout is not None else board.ask_timeout
