@@ -74,7 +74,8 @@ for _renderer, _type, _schema in ((qr_mod.png, "image/png", {"type": "string", "
 @api.get("/qr/<companyId>", access="public",
          doc=op("A browser page with the QR code that follows its rotation",
                 {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
-                errors=(400, 404, 503), description="Takes an API key, or the short-lived token of a `pageUrl`.",
+                errors=(400, 401, 404, 503),       # 401: neither a valid token nor a valid key
+                description="Takes an API key, or the short-lived token of a `pageUrl`.",
                 params=[query("token", {"type": "string", "maxLength": 200},
                               "the signed token from pageUrl (instead of an API key)")]))
 def qr_page(ctx: AppState, _principal: None, companyId: str) -> str:
