@@ -265,6 +265,15 @@ def test_unknown_session_is_404(web, board, method, suffix):
     assert board.company_ids() == []
 
 
+@pytest.mark.parametrize("events", ["nope", "message,nope", ",", "STATE"])
+def test_event_streams_take_known_event_kinds_only(web, board, events):
+    create(web)
+    for path in ("/api/whatsapp/events", "/api/whatsapp/sessions/962302/events"):
+        body = is_json_error(web.get(f"{path}?events={events}", headers=ADMIN, expect_errors=True), 400)
+        assert "'events' must be a comma-separated list of event kinds" in body["error"]
+        assert "message.sent" in body["error"]          # it names the kinds there are
+
+
 # ---- sessions ---------------------------------------------------------------------------------
 
 def test_create_returns_status_and_qr(web, board):
