@@ -32,12 +32,11 @@ from . import client
 from .board import Switchboard
 from .config import Config, ConfigError
 
-log = logging.getLogger("switchboard")
-
 
 # ---- serve: the composition root ---------------------------------------------------------------
 
 def serve(args: argparse.Namespace, config: Config) -> int:
+    """Run the gateway until SIGTERM/SIGINT: the board, the app and the server, from Config."""
     if args.host:
         config.host = args.host
     if args.port is not None and args.port != 0:    # 0: any free port (the URL printed says which)
