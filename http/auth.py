@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from switchboard.actors.clock import now_iso
 from switchboard.actors.phone import validate_company_id
 
 TENANT_PREFIX = "sbk_"
@@ -94,7 +94,7 @@ class ApiKeys:
         key_id = secrets.token_hex(8)
         key = f"{TENANT_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         record = {"id": key_id, "companyId": company_id, "name": name,
-                  "createdAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                  "createdAt": now_iso(),
                   "sha256": _digest(key).hex()}
         with self._lock:
             records = {**self._records, key_id: record}

@@ -3,22 +3,23 @@
 A custom collector reads the gateway at scrape time: sessions by state and queued
 messages come from the sessions' published snapshots (`board.metrics()`, no actor is
 asked); counters (messages, reconnects by reason, crashes, rate-limit refusals) are
-counted from the event bus and the HTTP layer since this process started.
+counted from the event bus and the HTTP layer since this process started, and so are
+the requests each route served and the seconds they took (RequestTimes, fed by the
+plumbing's plugin).
 """
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-try:   # the same bounded reason labels the session's diagnostics use
-    from switchboard.actors.session import _reason_kind as reason_kind
-except ImportError:                                          # pragma: no cover
-    def reason_kind(reason: str) -> str:
-        return "other"
+from switchboard.actors.kinds import EventKind
+from switchboard.supervision.board import Switchboard
+from switchboard.supervision.events import Event
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,19 +36,20 @@ class Counters:
         self.reconnects: collections.Counter[str] = collections.Counter()
         self.rate_limited: collections.Counter[str] = collections.Counter()
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         kind = event.kind
         with self._lock:
-            if kind == "message.sent":
+            if kind == EventKind.SENT:
                 self.sent += 1
-            elif kind == "message":
+            elif kind == EventKind.MESSAGE:
                 self.received += 1
-            elif kind == "message.failed":
+            elif kind == EventKind.FAILED:
                 self.failed += 1
-            elif kind == "crashed":
+            elif kind == EventKind.CRASHED:
                 self.crashes += 1
-            elif kind == "state" and event.data.get("state") == "reconnecting":
-                self.reconnects[reason_kind(str(event.data.get("error") or ""))] += 1
+            elif kind == EventKind.STATE and event.data.get("state") == "reconnecting":
+                # the transport's typed cause (connection.Cause), a short bounded label
+                self.reconnects[str(event.data.get("cause") or "other")] += 1
 
     def rate_limit_refused(self, scope: str) -> None:
         with self._lock:
@@ -59,13 +61,38 @@ class Counters:
                     "reconnects": dict(self.reconnects), "rate_limited": dict(self.rate_limited)}
 
 
+class RequestTimes:
+    """Requests served and seconds spent per route (to the first byte of the answer; an
+    event stream counts until it starts). Read by the Prometheus collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cells: dict[str, list[float]] = {}
+
+    def cell(self, name: str) -> list[float]:
+        """The [count, seconds] cell of one route, made once when the route is built."""
+        with self._lock:
+            return self._cells.setdefault(name, [0, 0.0])
+
+    def add(self, cell: list[float], seconds: float) -> None:
+        with self._lock:
+            cell[0] += 1
+            cell[1] += seconds
+
+    def snapshot(self) -> dict[str, tuple[int, float]]:
+        with self._lock:
+            return {name: (int(c[0]), c[1]) for name, c in self._cells.items()}
+
+
 class SwitchboardCollector:
-    def __init__(self, board: Any, counters: Counters, streams: Callable[[], int]) -> None:
+    def __init__(self, board: Switchboard, counters: Counters, streams: Callable[[], int],
+                 request_times: RequestTimes) -> None:
         self._board = board
         self._counters = counters
         self._streams = streams
+        self._request_times = request_times
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         metrics = self._board.metrics()
         counts = self._counters.snapshot()
         sessions = GaugeMetricFamily("switchboard_sessions", "Sessions by lifecycle state", labels=["state"])
@@ -93,11 +120,22 @@ class SwitchboardCollector:
         yield GaugeMetricFamily("switchboard_event_streams", "Open Server-Sent Event streams", value=self._streams())
         yield GaugeMetricFamily("switchboard_uptime_seconds", "Seconds since the gateway started",
                                 value=metrics["uptimeSeconds"])
+        requests = CounterMetricFamily("switchboard_http_requests", "HTTP requests served, by route",
+                                       labels=["route"])
+        seconds = CounterMetricFamily("switchboard_http_request_seconds",
+                                      "Seconds spent answering HTTP requests (to the answer's start), by route",
+                                      labels=["route"])
+        for route, (count, spent) in sorted(self._request_times.snapshot().items()):
+            requests.add_metric([route], count)
+            seconds.add_metric([route], spent)
+        yield requests
+        yield seconds
 
 
-def make_registry(board: Any, counters: Counters, streams: Callable[[], int]) -> CollectorRegistry:
+def make_registry(board: Switchboard, counters: Counters, streams: Callable[[], int],
+                  request_times: RequestTimes) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SwitchboardCollector(board, counters, streams))
+    registry.register(SwitchboardCollector(board, counters, streams, request_times))
     return registry
 
 

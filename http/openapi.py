@@ -1,13 +1,22 @@
 """The OpenAPI 3 document served at `/openapi.json`.
 
-Written by hand, next to the routes rather than generated from them, so that a test can
-check the two against each other in both directions (every route documented, every
-documented operation routed) and schemathesis can check the answers against it.
+Each route declares its operation where it is registered (`doc=op(...)`, see
+plumbing.Routes); this module holds the shared schemas and turns the registered routes
+into the document. Security follows the route's access level, so the document cannot
+disagree with the plugin that enforces it. A test still checks routes and document in
+both directions, and schemathesis checks the answers against it.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Any, Iterable
+
+from switchboard.actors.payload import MAX_TEXT
+
+if TYPE_CHECKING:
+    from .plumbing import Route
 
 VERSION = "0.1.0"
 COMPANY_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,50}$", "minLength": 1, "maxLength": 50,
@@ -17,7 +26,7 @@ PHONE = {"type": "string", "maxLength": 100, "example": "79001234567",
          "description": "7-15 digits, written with +, spaces, dashes, parentheses, or as a JID "
                         "(79001234567@s.whatsapp.net)"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
-MESSAGE = {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": r"\S",
+MESSAGE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S",
            "description": "the text; not only whitespace"}
 
 
@@ -125,214 +134,106 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, ok: dict[str, Any] | str | None, *, tag: str, errors: tuple[int, ...] = (),
-        body: dict[str, Any] | None = None, body_required: bool = True, params: list[dict] | None = None,
-        public: bool = False, admin: bool = False, status: int = 200, extra: dict[int, Any] | None = None,
-        description: str | None = None) -> dict[str, Any]:
-    codes = set(errors) | {500}
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """One route's OpenAPI operation, as declared beside the route. `ok`: the success
+    schema's name, or a whole response object; `errors`: the error codes this route can
+    answer besides those implied by its access level and body (401/403, 400/413/415, 500)."""
+    summary: str
+    ok: dict[str, Any] | str | None
+    errors: tuple[int, ...] = ()
+    body: dict[str, Any] | None = None
+    body_required: bool = True
+    params: tuple[dict[str, Any], ...] = ()
+    status: int = 200
+    extra: dict[int, Any] | None = None
+    description: str | None = None
+    tag: str | None = None           # None: the route module's tag
+
+
+def op(summary: str, ok: dict[str, Any] | str | None, *, errors: tuple[int, ...] = (),
+       body: dict[str, Any] | None = None, body_required: bool = True, params: Iterable[dict[str, Any]] = (),
+       status: int = 200, extra: dict[int, Any] | None = None, description: str | None = None,
+       tag: str | None = None) -> Operation:
+    """Declare a route's operation: `@api.post(path, doc=op("Send a text", "Sent", errors=(409,)))`."""
+    return Operation(summary, ok, tuple(errors), body, body_required, tuple(params), status, extra, description, tag)
+
+
+def _render(operation: Operation, access: str, tag: str) -> dict[str, Any]:
+    public, admin = access == "public", access == "admin"
+    codes = set(operation.errors) | {500}
     if not public:
         codes |= {401, 403}
-    if body is not None:
+    if operation.body is not None:
         codes |= {400, 413, 415}
     responses: dict[str, Any] = {}
-    if isinstance(ok, str):
-        responses[str(status)] = _json(_ref(ok), "success")
-    elif ok is not None:
-        responses[str(status)] = ok
-    for code, value in (extra or {}).items():
+    if isinstance(operation.ok, str):
+        responses[str(operation.status)] = _json(_ref(operation.ok), "success")
+    elif operation.ok is not None:
+        responses[str(operation.status)] = operation.ok
+    for code, value in (operation.extra or {}).items():
         responses[str(code)] = value
     for code in sorted(codes):
         headers = {}
         if code in (429, 503):
             headers = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
         responses[str(code)] = {**_json(_ref("Error"), ERROR_TEXT[code]), **({"headers": headers} if headers else {})}
-    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
-    if description:
-        operation["description"] = description
+    rendered: dict[str, Any] = {"summary": operation.summary, "tags": [tag], "responses": responses}
+    if operation.description:
+        rendered["description"] = operation.description
     if public:
-        operation["security"] = []
+        rendered["security"] = []
     elif admin:
-        operation["description"] = (operation.get("description", "") + " Admin key only.").strip()
-    if params:
-        operation["parameters"] = params
-    if body is not None:
-        operation["requestBody"] = {"required": body_required,
-                                    "content": {"application/json": {"schema": body}}}
-    return operation
+        rendered["description"] = (rendered.get("description", "") + " Admin key only.").strip()
+    if operation.params:
+        rendered["parameters"] = list(operation.params)
+    if operation.body is not None:
+        rendered["requestBody"] = {"required": operation.body_required,
+                                   "content": {"application/json": {"schema": operation.body}}}
+    return rendered
 
 
-def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def response(schema: str, description: str) -> dict[str, Any]:
+    """A JSON response with one of the shared schemas."""
+    return _json(_ref(schema), description)
+
+
+def body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A JSON request body schema."""
     return {"type": "object", "required": required, "properties": properties}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 EMPTY_BODY = {"type": "object", "description": "optional; ignored"}
-SEND_RESPONSES = {202: _json(_ref("Sent"), "accepted into the outbox; sent once connected (queued: true)")}
-IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
-               "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-               "description": "a retry with the same key does not send twice"}
-SSE = {"description": "text/event-stream: `id:` (resume with Last-Event-ID), `event:` (state, qr, paired, "
-                      "message, receipt, message.sent, message.failed, spawned, crashed, restarting, gave_up, "
-                      "removed, gateway), `data:` JSON; `: ping` heartbeats",
-       "content": {"text/event-stream": {"schema": {"type": "string"}}}}
-SSE_PARAMS = [_query("events", {"type": "string", "pattern": "^[a-z_.]{1,30}(,[a-z_.]{1,30})*$"},
-                     "only these event kinds, comma-separated"),
-              _query("lastEventId", {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                     "resume after this event id (same as the Last-Event-ID header)"),
-              {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}]
-SCALE = _query("scale", {"type": "integer", "minimum": 1, "maximum": 20}, "pixels per module (default 8)")
+
+_PATH_PARAMETER = {"companyId": COMPANY_ID, "phone": PHONE}
+_KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 
 
-def _paths(simulator: bool) -> dict[str, Any]:
-    s = "Sessions"
-    paths: dict[str, Any] = {
-        "/health": {"get": _op("Liveness of the gateway (no API key)", "Health", tag="Gateway", public=True,
-                               errors=(503,))},
-        "/openapi.json": {"get": _op("This document", {"description": "OpenAPI 3 document",
-                                                      "content": {"application/json": {"schema": {"type": "object"}}}},
-                                     tag="Gateway")},
-        "/metrics": {"get": _op("Prometheus metrics", {"description": "Prometheus text exposition",
-                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                tag="Gateway", admin=True)},
-        "/api/whatsapp/metrics": {"get": _op("Global figures derived from the sessions' states", "Metrics",
-                                             tag="Gateway", admin=True)},
-        "/api/whatsapp/sessions": {
-            "get": _op("All sessions (a tenant key sees its own)", "SessionList", tag=s),
-            "post": _op("Create and start a session; answers its status and the QR code when one is shown",
-                        "StatusWithQr", tag=s, status=201, errors=(409, 503),
-                        body=_body({"companyId": COMPANY_ID}, ["companyId"]),
-                        extra={200: _json(_ref("StatusWithQr"), "the session existed; started")}),
-        },
-        "/api/whatsapp/sessions/{companyId}": {
-            "get": _op("A session's status and diagnostics", "Diagnostics", tag=s, errors=(400, 404, 503)),
-            "delete": _op("Log out (unless logout=false), stop and delete the session and its files", "Removed",
-                          tag=s, errors=(400, 404, 503),
-                          params=[_query("logout", {"type": "string", "enum": ["true", "false"]},
-                                         "false keeps the device linked on the phone")]),
-        },
-        "/api/whatsapp/sessions/{companyId}/status": {
-            "get": _op("A session's status", "Status", tag=s, errors=(400, 404, 503))},
-        "/api/whatsapp/sessions/{companyId}/initialize": {
-            "post": _op("Create if needed, start, and answer the QR code (waits up to 2 s for it)", "StatusWithQr",
-                        tag=s, errors=(409, 503), body=EMPTY_BODY, body_required=False)},
-        "/api/whatsapp/sessions/{companyId}/start": {
-            "post": _op("Start (connect with stored credentials, or show a QR code)", "Status", tag=s,
-                        errors=(404, 409, 503), body=EMPTY_BODY, body_required=False)},
-        "/api/whatsapp/sessions/{companyId}/stop": {
-            "post": _op("Stop; credentials and outbox are kept", "Status", tag=s, errors=(404, 409, 503),
-                        body=EMPTY_BODY, body_required=False)},
-        "/api/whatsapp/sessions/{companyId}/reconnect": {
-            "post": _op("Drop whatever is there and connect now (also takes over after a conflict)", "Status",
-                        tag=s, errors=(404, 409, 503), body=EMPTY_BODY, body_required=False)},
-        "/api/whatsapp/sessions/{companyId}/logout": {
-            "post": _op("Unlink the device on WhatsApp's side and delete the credentials", "Status", tag=s,
-                        errors=(404, 409, 503), body=EMPTY_BODY, body_required=False)},
-        "/api/whatsapp/sessions/{companyId}/messages": {
-            "post": _op("Send a text message (recipient in `to`)", "Sent", tag="Messages",
-                        errors=(404, 409, 429, 502, 503), params=[IDEMPOTENCY], extra=SEND_RESPONSES,
-                        body=_body({"to": PHONE, "message": MESSAGE},
-                                   ["to", "message"]),
-                        description="200 with messageId once WhatsApp took it; 202 queued when the session is "
-                                    "reconnecting (delivered in order once connected)")},
-        "/api/whatsapp/sessions/{companyId}/send": {
-            "post": _op("Send a text message (recipient in `phone`)", "Sent", tag="Messages",
-                        errors=(404, 409, 429, 502, 503), params=[IDEMPOTENCY], extra=SEND_RESPONSES,
-                        body=_body({"phone": PHONE, "message": MESSAGE}, ["phone", "message"]))},
-        "/webhook/whatsapp/baileys/send": {
-            "post": _op("Send (the old webhook shape)", "Sent", tag="Messages", errors=(404, 409, 429, 502, 503),
-                        params=[IDEMPOTENCY], extra=SEND_RESPONSES,
-                        body=_body({"companyId": COMPANY_ID, "phone": PHONE,
-                                    "message": MESSAGE},
-                                   ["companyId", "phone", "message"]))},
-        "/api/whatsapp/sessions/{companyId}/health": {
-            "get": _op("Diagnostics with plain-language recommendations", "SessionHealth", tag=s,
-                       errors=(400, 404, 503))},
-        "/api/whatsapp/sessions/{companyId}/qr": {
-            "get": _op("The current QR code: raw string, PNG data URL, and a page link", "Qr", tag="Linking",
-                       errors=(400, 404, 409, 503))},
-        "/api/whatsapp/sessions/{companyId}/qr.png": {
-            "get": _op("The current QR code as PNG", {"description": "PNG image",
-                                                      "content": {"image/png": {"schema": {"type": "string",
-                                                                                           "format": "binary"}}}},
-                       tag="Linking", errors=(400, 404, 409, 503), params=[SCALE])},
-        "/api/whatsapp/sessions/{companyId}/qr.svg": {
-            "get": _op("The current QR code as SVG", {"description": "SVG image",
-                                                      "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-                       tag="Linking", errors=(400, 404, 409, 503), params=[SCALE])},
-        "/qr/{companyId}": {
-            "get": _op("A browser page with the QR code that follows its rotation",
-                       {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
-                       tag="Linking", errors=(400, 404, 503),
-                       params=[_query("token", {"type": "string", "maxLength": 200},
-                                      "the signed token from pageUrl (instead of an API key)")],
-                       description="Takes an API key, or the short-lived token of a `pageUrl`.")},
-        "/api/whatsapp/sessions/{companyId}/pairing-code": {
-            "post": _op("Get an 8-character pairing code for a phone number (instead of scanning)", "PairingCode",
-                        tag="Linking", errors=(404, 409, 503), body=_body({"phone": PHONE}, ["phone"]))},
-        "/api/whatsapp/events": {
-            "get": _op("Live events of every session (a tenant key: its own)", SSE, tag="Events", errors=(400, 503),
-                       params=SSE_PARAMS)},
-        "/api/whatsapp/sessions/{companyId}/events": {
-            "get": _op("Live events of one session", SSE, tag="Events", errors=(400, 404, 503), params=SSE_PARAMS)},
-        "/api/supervisor/log": {
-            "get": _op("The supervisor log (lifecycle and supervision events)", "Log", tag="Events",
-                       errors=(400, 404),
-                       params=[_query("since", {"oneOf": [
-                                          {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,6})?[smhd]?$"},
-                                          {"type": "string", "format": "date-time"}]},
-                                      "ISO time, Unix seconds, or 30s/10m/2h/1d back from now"),
-                               _query("company", COMPANY_ID, "only this company"),
-                               _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000},
-                                      "at most this many (the newest); default 200")])},
-        "/api/keys": {
-            "get": _op("Tenant API keys (never the keys themselves)", "ApiKeyList", tag="Keys", admin=True),
-            "post": _op("Create a tenant key for one company; the key is shown only in this answer", "NewApiKey",
-                        tag="Keys", admin=True, status=201,
-                        body=_body({"companyId": COMPANY_ID, "name": {"type": "string", "maxLength": 100}},
-                                   ["companyId"]))},
-        "/api/keys/{keyId}": {
-            "delete": _op("Revoke a tenant key", "Revoked", tag="Keys", admin=True, errors=(404,))},
-    }
-    if simulator:
-        sim = "Simulator"
-        paths.update({
-            "/api/simulator/companies/{companyId}/scan": {
-                "post": _op("The phone `phone` scans the company's QR code (without `phone`: the phone a "
-                            "pairing code was requested for enters it)", "Any", tag=sim, admin=True,
-                            errors=(404,), body=_body({"phone": PHONE}, []), body_required=False)},
-            "/api/simulator/companies/{companyId}/faults": {
-                "post": _op("Inject a fault", "Any", tag=sim, admin=True, errors=(404,),
-                            body=_body({"fault": {"type": "string",
-                                                  "enum": ["drop", "refuse", "latency", "logout", "ban", "replace"]},
-                                        "seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
-                                       ["fault"]))},
-            "/api/simulator/inbound": {
-                "post": _op("Someone writes to a company's account", "Any", tag=sim, admin=True, errors=(404,),
-                            body=_body({"companyId": COMPANY_ID, "from": PHONE,
-                                        "text": {"type": "string", "maxLength": 65536},
-                                        "id": {"type": "string", "maxLength": 200},
-                                        "pushName": {"type": "string", "maxLength": 200}},
-                                       ["companyId", "from", "text"]))},
-            "/api/simulator/phones/{phone}/messages": {
-                "get": _op("What a phone received, in order", "Any", tag=sim, admin=True, errors=(400,))},
-            "/api/simulator/connections": {
-                "get": _op("Live connections per company and account, and the most seen at once", "Any", tag=sim,
-                           admin=True)},
-        })
-    for path, item in paths.items():
-        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+def openapi_path(rule: str) -> str:
+    """Bottle's `/a/<companyId>` as OpenAPI's `/a/{companyId}`."""
+    return re.sub(r"<([^>:]+)(:[^>]*)?>", r"{\1}", rule)
+
+
+def _paths(routes: Iterable[Route]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in routes:
+        path = openapi_path(route.rule)
+        item = paths.setdefault(path, {})
+        item[route.method.lower()] = _render(route.doc, route.access, route.tag)
+        names = re.findall(r"{([^}]+)}", path)
         if names:
             item["parameters"] = [{"name": n, "in": "path", "required": True,
-                                   "schema": COMPANY_ID if n == "companyId" else
-                                   PHONE if n == "phone" else {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
-                                  for n in names]
+                                   "schema": _PATH_PARAMETER.get(n, _KEY_ID)} for n in names]
     return paths
 
 
-def build_spec(simulator: bool = False) -> dict[str, Any]:
+def build_spec(routes: Iterable[Route]) -> dict[str, Any]:
+    """The OpenAPI document of these routes (see switchboard.http.app.routes)."""
     return copy.deepcopy({
         "openapi": "3.0.3",
         "info": {"title": "Switchboard", "version": VERSION,
@@ -346,5 +247,5 @@ def build_spec(simulator: bool = False) -> dict[str, Any]:
                                 "bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": SCHEMAS,
         },
-        "paths": _paths(simulator),
+        "paths": _paths(routes),
     })

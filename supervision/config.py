@@ -1,17 +1,20 @@
 """Configuration: environment variables (the names of the replaced system where they
-exist), overridden by command-line flags."""
+exist), overridden by command-line flags. Every environment variable the gateway and
+its command line read is read here, in `Config.from_env`."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from switchboard.actors.backoff import BackoffPolicy
+from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
-from switchboard.actors.session import SessionSettings
+from switchboard.actors.transports.proxy import validate_proxy
 
-from .sinks.webhook import DEFAULT_KINDS, WebhookConfig
+from .sinks import SinkFactory
+from .sinks.webhook import DEFAULT_KINDS, WebhookConfig, WebhookSink
 
 
 class ConfigError(ValueError):
@@ -40,7 +43,13 @@ class Config:
     http_threads: int = 16
     webhook_url: str | None = None
     webhook_secret: str | None = None
-    webhook_events: str | None = None          # comma-separated event kinds; default: see webhooks.py
+    webhook_events: str | None = None          # comma-separated event kinds; default: see sinks/webhook.py
+    send_wait: float = 5.0                     # seconds a send waits for WhatsApp's ack before answering 202
+    sse_max_streams: int = 8                   # concurrent event streams (each pins a worker thread)
+    sse_heartbeat: float = 15.0                # seconds between event stream pings
+    drain_seconds: float = 15.0                # how long a shutdown waits for requests in flight
+    log_level: str = "WARNING"
+    api_key: str | None = None                 # the client commands' key (else the admin key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -56,16 +65,21 @@ class Config:
             "WHATSAPP_RECONNECT_MAX_DELAY": "reconnect_max_delay_ms",
             "PORT": "port",
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
+            "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
         }
-        for name, field in ints.items():
-            if env.get(name):
-                setattr(config, field, _int(name, env[name]))
+        floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
+                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds"}
+        for kind, names in ((int, ints), (float, floats)):
+            for name, field in names.items():
+                if env.get(name):
+                    setattr(config, field, _number(kind, name, env[name]))
         strings = {
             "WHATSAPP_SESSION_PATH": "data_dir", "REDIS_URL": "redis_url", "SWITCHBOARD_ADMIN_KEY": "admin_key",
             "SWITCHBOARD_TRANSPORT": "transport", "SWITCHBOARD_HOST": "host",
             "SWITCHBOARD_DEVICE_NAME": "device_name", "WHATSAPP_PROXY": "proxy",
             "SWITCHBOARD_GO_LOG_LEVEL": "go_log_level",
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
+            "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -85,8 +99,19 @@ class Config:
                       "reconnect_max_delay_ms", "http_threads"):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be positive")
-        if self.proxy and not self.proxy.startswith(("http://", "https://", "socks5://")):
-            raise ConfigError("proxy must start with http://, https:// or socks5://")
+        for field in ("send_wait", "sse_max_streams", "drain_seconds"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"{field} must not be negative")
+        if self.sse_heartbeat <= 0:
+            raise ConfigError("sse_heartbeat must be positive")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"SWITCHBOARD_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                              f"not {self.log_level!r}")
+        if self.proxy:
+            try:
+                validate_proxy(self.proxy)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
 
@@ -96,6 +121,18 @@ class Config:
         kinds = tuple(k.strip() for k in self.webhook_events.split(",") if k.strip()) if self.webhook_events \
             else DEFAULT_KINDS
         return WebhookConfig(url=self.webhook_url, secret=self.webhook_secret, kinds=kinds)
+
+    def sinks(self) -> list[SinkFactory]:
+        """The sinks events go to besides the supervisor log: one line per kind of sink."""
+        webhook = self.webhook_config()
+        return [WebhookSink.factory(webhook)] if webhook is not None else []
+
+    def transport_options(self) -> dict[str, Any]:
+        """What the transport is built with: the neonize client's options (set ones only)."""
+        if self.transport != "neonize":
+            return {}
+        options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level}
+        return {k: v for k, v in options.items() if v is not None}
 
     def session_settings(self) -> SessionSettings:
         return SessionSettings(
@@ -108,8 +145,9 @@ class Config:
         )
 
 
-def _int(name: str, value: str) -> int:
+def _number(kind: type[int] | type[float], name: str, value: str) -> int | float:
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, not {value!r}") from None

@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from switchboard.actors.kinds import LOGGED
+from switchboard.actors.clock import iso
+from switchboard.actors.kinds import LOGGED        # what the supervisor log keeps
 
 log = logging.getLogger(__name__)
-
-# Kinds written to the supervisor log: supervision and lifecycle, not message traffic.
-LOGGED_KINDS = LOGGED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +29,8 @@ class Event:
     data: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "ts": _iso(self.ts), "companyId": self.company_id, "event": self.kind, **self.data}
+        return {"seq": self.seq, "ts": iso(self.ts, ms=True), "companyId": self.company_id, "event": self.kind,
+                **self.data}
 
 
 Subscriber = Callable[[Event], None]
@@ -90,7 +89,7 @@ class EventBus:
                 continue
             event = Event(next(self._seq), *item)
             self._recent.append(event)
-            if self._log and event.kind in LOGGED_KINDS:
+            if self._log and event.kind in LOGGED:
                 self._log.append(event)
             for subscriber in self._subscribers:
                 try:
@@ -201,7 +200,3 @@ def _filtered(records: Iterator[dict[str, Any]], company: str | None, since: flo
             except ValueError:
                 continue
         yield record
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

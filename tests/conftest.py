@@ -17,9 +17,7 @@ from switchboard.actors.transports.simulated import SimulatedNetwork
 from switchboard.supervision import Switchboard
 from switchboard.supervision.supervisor import RestartPolicy
 
-# Re-exported for test modules written before tests/support/ existed.
-from .support.sessions import (FAST_BACKOFF, FAST_RESTARTS, FAST_SETTINGS, HoldingTransport,  # noqa: F401
-                               StateWaiter, assert_stays, link, make_network)
+from .support.sessions import FAST_BACKOFF, FAST_RESTARTS, FAST_SETTINGS, HoldingTransport, StateWaiter, make_network
 
 
 @pytest.fixture

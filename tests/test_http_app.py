@@ -10,11 +10,14 @@ import pytest
 import webtest
 
 from switchboard.actors.ratelimit import RateLimit
-from switchboard.http.app import recommendations
+from switchboard.http.app import routes
 from switchboard.http.auth import ApiKeys
+from switchboard.http.metrics import Counters
 from switchboard.http.openapi import build_spec
+from switchboard.supervision.events import Event
+from switchboard.supervision.health import recommendations
 
-from tests.http_support import ADMIN_KEY, build_app, running_board, wait_until
+from tests.support.http import ADMIN_KEY, build_app, running_board, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 ADMIN = {"X-Api-Key": ADMIN_KEY}
@@ -187,12 +190,14 @@ def test_invalid_company_id_in_path_creates_nothing(web, board, tmp_path, compan
     ({"phone": "79001234567", "message": "   "}, "must not be empty"),
     ({"phone": "79001234567", "message": ["x"]}, "'message' must be a string"),
     ({"phone": "79001234567", "message": "x" * 65537}, "longer than 65536"),
+    ({"phone": "79001234567", "message": "\ud800"}, "not valid Unicode"),       # a lone surrogate
 ])
 def test_send_validation(web, board, body, message):
     link(web, board)
     res = web.post_json("/api/whatsapp/sessions/962302/send", body, headers=ADMIN, expect_errors=True)
     assert message in is_json_error(res, 400)["error"]
-    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["messagesSent"] == 0
+    status = web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json
+    assert status["messagesSent"] == 0 and status["queued"] == 0
 
 
 def test_phone_formats_are_accepted(web, board):
@@ -223,6 +228,13 @@ def test_body_errors(web, board):
     assert web.post("/api/whatsapp/sessions/962302/stop", headers=ADMIN).json["status"] == "stopped"
 
 
+@pytest.mark.parametrize("path", ["/api/whatsapp/sessions/962302/qr.png?scale=%B2", "/api/supervisor/log?limit=%B2"])
+def test_numbers_in_the_query_take_ascii_digits_only(web, board, path):
+    create(web)
+    res = web.get(path, headers=ADMIN, expect_errors=True)        # '\u00b2' passes str.isdigit(), not int()
+    assert "must be a whole number" in is_json_error(res, 400)["error"]
+
+
 def test_unknown_route_and_wrong_method_are_json(web):
     body = is_json_error(web.get("/nope", headers=ADMIN, expect_errors=True), 404)
     assert "/nope" in body["error"]
@@ -251,6 +263,15 @@ def test_unknown_session_is_404(web, board, method, suffix):
     is_json_error(web.request(f"/api/whatsapp/sessions/nobody{suffix}", method=method, headers=ADMIN,
                               expect_errors=True), 404)
     assert board.company_ids() == []
+
+
+@pytest.mark.parametrize("events", ["nope", "message,nope", ",", "STATE"])
+def test_event_streams_take_known_event_kinds_only(web, board, events):
+    create(web)
+    for path in ("/api/whatsapp/events", "/api/whatsapp/sessions/962302/events"):
+        body = is_json_error(web.get(f"{path}?events={events}", headers=ADMIN, expect_errors=True), 400)
+        assert "'events' must be a comma-separated list of event kinds" in body["error"]
+        assert "message.sent" in body["error"]          # it names the kinds there are
 
 
 # ---- sessions ---------------------------------------------------------------------------------
@@ -312,6 +333,20 @@ def test_send_variants_and_idempotency(web, board):
     assert [m["text"] for m in board.network.messages("79001234567")] == ["one", "two", "three", "four"]
     is_json_error(web.post_json(f"{base}/send", {"phone": "79001234567", "message": "x"},
                                 headers={**ADMIN, "Idempotency-Key": "k" * 201}, expect_errors=True), 400)
+
+
+def test_reused_idempotency_key_for_another_message_is_refused(web, board):
+    link(web, board)
+    headers = {**ADMIN, "Idempotency-Key": "k1"}
+    first = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert first.json["messageId"]
+    res = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234568", "message": "other"},
+                        headers=headers, expect_errors=True)
+    assert "different message" in is_json_error(res, 400)["error"]
+    again = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
+                          headers=headers)
+    assert again.json["messageId"] == first.json["messageId"]
 
 
 def test_send_while_reconnecting_is_queued_then_delivered(web, board):
@@ -391,6 +426,12 @@ def test_qr_formats_and_page(web, board):
     assert "+79990001122" in done and "refresh" not in done
 
 
+def test_a_page_token_with_non_ascii_digits_is_refused_not_500(web, board):
+    create(web)
+    res = web.get("/qr/962302?token=%B2.abc", expect_errors=True)     # the token is checked before any key
+    is_json_error(res, 401)
+
+
 def test_pairing_code(web, board):
     create(web)
     res = web.post_json("/api/whatsapp/sessions/962302/pairing-code", {"phone": "+7 999 000-11-22"}, headers=ADMIN)
@@ -453,6 +494,18 @@ def test_metrics_json_and_prometheus(web, board):
         assert line in text, text
 
 
+def test_reconnects_are_counted_by_the_cause_the_state_event_carries():
+    counters = Counters()
+    for data in ({"state": "reconnecting", "cause": "dropped"}, {"state": "reconnecting", "cause": "dropped"},
+                 {"state": "reconnecting", "cause": "unreachable"}, {"state": "reconnecting"},
+                 {"state": "connected"}):
+        counters.on_event(Event(seq=1, ts=0.0, company_id="962302", kind="state", data=data))
+    counters.on_event(Event(seq=2, ts=0.0, company_id="962302", kind="message.sent", data={}))
+    counts = counters.snapshot()
+    assert counts["reconnects"] == {"dropped": 2, "unreachable": 1, "other": 1}
+    assert counts["sent"] == 1
+
+
 def test_supervisor_log(web, board):
     link(web, board, "alpha", "79990000001")
     create(web, "beta")
@@ -497,7 +550,7 @@ def test_openapi_matches_the_routes_in_both_directions(board, tmp_path, simulato
 
 
 def test_openapi_document_is_self_consistent():
-    spec = build_spec(simulator=True)
+    spec = build_spec(routes(simulator=True))
     text = json.dumps(spec)
     for ref in set(re.findall(r'"#/components/schemas/([^"]+)"', text)):
         assert ref in spec["components"]["schemas"]
@@ -552,7 +605,7 @@ def test_simulator_api_is_absent_unless_simulated(board, tmp_path):
 
 
 def test_a_crashed_actor_is_waited_for_or_answered_503_never_500(web, board):
-    from switchboard.actors.session import InjectedCrash
+    from switchboard.actors.messages import InjectedCrash
 
     link(web, board)
     for _ in range(3):
@@ -587,37 +640,3 @@ def test_deeply_nested_json_is_a_400(web, board):
     res = web.post("/api/whatsapp/sessions/962302/send", body, headers={**ADMIN, "Content-Type": "application/json"},
                    expect_errors=True)
     assert "invalid JSON" in is_json_error(res, 400)["error"]
-
-
-# ---- found in review: each of these answered 500 or misreported before its fix -------------
-
-@pytest.mark.parametrize("path", ["/qr/962302?token=%B2.abc", "/api/whatsapp/sessions/962302/qr.png?scale=%B2",
-                                  "/api/supervisor/log?limit=%B2"])
-def test_non_ascii_digits_in_numbers_are_bad_input_not_500(web, board, path):
-    create(web)
-    headers = {} if path.startswith("/qr/") else ADMIN      # the page's token is checked before any key
-    res = web.get(path, headers=headers, expect_errors=True)
-    assert res.status_int in (400, 401, 403, 404), res.text
-    assert res.json["success"] is False
-
-
-def test_lone_surrogate_in_a_message_is_400(web, board):
-    link(web, board)
-    res = web.post("/api/whatsapp/sessions/962302/send", '{"phone": "79001234567", "message": "\\ud800"}',
-                   headers={**ADMIN, "Content-Type": "application/json"}, expect_errors=True)
-    assert is_json_error(res, 400)["error"]
-    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["queued"] == 0
-
-
-def test_reused_idempotency_key_for_another_message_is_refused(web, board):
-    link(web, board)
-    headers = {**ADMIN, "Idempotency-Key": "k1"}
-    first = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
-                          headers=headers)
-    assert first.json["messageId"]
-    res = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234568", "message": "other"},
-                        headers=headers, expect_errors=True)
-    assert "different message" in is_json_error(res, 400)["error"]
-    again = web.post_json("/api/whatsapp/sessions/962302/send", {"phone": "79001234567", "message": "hi"},
-                          headers=headers)
-    assert again.json["messageId"] == first.json["messageId"]

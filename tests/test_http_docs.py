@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.http_support import REPO, Served, clean_env
+from tests.support.http import REPO, Served, clean_env
 
 pytestmark = pytest.mark.timeout(120)
 DOC = REPO / "README.md"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.http_support import ADMIN_KEY, build_app, connect_session, Http, running_board, serving
+from tests.support.http import ADMIN_KEY, build_app, connect_session, Http, running_board, serving
 
 pytestmark = pytest.mark.timeout(240)
 AUTH = {"X-Api-Key": ADMIN_KEY}

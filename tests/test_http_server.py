@@ -13,8 +13,8 @@ import pytest
 
 from switchboard.actors.ratelimit import RateLimit
 
-from tests.http_support import (ADMIN_KEY, BlockingTransport, Http, build_app, connect_session, running_board,
-                                serving, wait_until)
+from tests.support.http import (ADMIN_KEY, BlockingTransport, Http, build_app, connect_session, running_board,
+                                 serving, wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,35 +211,54 @@ def test_event_streams_are_capped(server, http):
         again.close()
 
 
-def test_a_stuck_actor_answers_503_and_never_hangs_a_request(tmp_path):
+@pytest.fixture
+def stuck(tmp_path):
+    """A served gateway whose company "stuck" hangs in connect() until released:
+    (transport, board, client)."""
     transport = BlockingTransport(stuck={"stuck"})
     with running_board(tmp_path / "data", transport=transport, ask_timeout=0.5) as board:
         try:
             with serving(build_app(board, tmp_path / "data")) as server:
-                http = Http(server.url)
-                started = time.monotonic()
-                status, headers, body = http.post("/api/whatsapp/sessions", {"companyId": "stuck"})
-                assert transport.entered.is_set()
-                assert status == 503 and body["error"] == "session actor did not answer within 0.5 s"
-                assert headers["Retry-After"] == "1" and body["retryAfter"] == 1000
-                assert time.monotonic() - started < 3
-                for method, path in [("GET", "/api/whatsapp/sessions/stuck/status"),
-                                     ("GET", "/api/whatsapp/sessions/stuck"),
-                                     ("POST", "/api/whatsapp/sessions/stuck/stop")]:
-                    started = time.monotonic()
-                    status, _, body = http.request(method, path)
-                    assert status == 503 and "did not answer" in body["error"], body
-                    assert time.monotonic() - started < 2
-                status, _, body = http.post("/api/whatsapp/sessions/stuck/send",
-                                            {"phone": "79001234567", "message": "x"})
-                assert status == 503
-                # every other company is unaffected, and listing never asks an actor
-                assert http.post("/api/whatsapp/sessions", {"companyId": "fine"})[0] == 201
-                assert http.get("/api/whatsapp/sessions")[0] == 200
-                transport.release.set()
-                assert wait_until(lambda: http.get("/api/whatsapp/sessions/stuck/status")[0] == 200)
+                yield transport, board, Http(server.url)
         finally:
             transport.release.set()
+
+
+def test_a_stuck_actor_answers_503_and_never_hangs_a_request(stuck):
+    transport, _, http = stuck
+    started = time.monotonic()
+    status, headers, body = http.post("/api/whatsapp/sessions", {"companyId": "stuck"})
+    assert transport.entered.is_set()
+    assert status == 503 and body["error"] == "session actor did not answer within 0.5 s"
+    assert headers["Retry-After"] == "1" and body["retryAfter"] == 1000
+    assert time.monotonic() - started < 3
+    for method, path in [("GET", "/api/whatsapp/sessions/stuck/status"),
+                         ("GET", "/api/whatsapp/sessions/stuck"),
+                         ("POST", "/api/whatsapp/sessions/stuck/stop")]:
+        started = time.monotonic()
+        status, _, body = http.request(method, path)
+        assert status == 503 and "did not answer" in body["error"], body
+        assert time.monotonic() - started < 2
+    status, _, body = http.post("/api/whatsapp/sessions/stuck/send", {"phone": "79001234567", "message": "x"})
+    assert status == 503
+    # every other company is unaffected, and listing never asks an actor
+    assert http.post("/api/whatsapp/sessions", {"companyId": "fine"})[0] == 201
+    assert http.get("/api/whatsapp/sessions")[0] == 200
+    transport.release.set()
+    assert wait_until(lambda: http.get("/api/whatsapp/sessions/stuck/status")[0] == 200)
+
+
+def test_delete_of_a_stuck_session_answers_503_at_once_and_removes_nothing(stuck, tmp_path):
+    transport, board, http = stuck
+    assert http.post("/api/whatsapp/sessions", {"companyId": "stuck"})[0] == 503
+    started = time.monotonic()
+    status, _, body = http.delete("/api/whatsapp/sessions/stuck")
+    assert status == 503 and "did not answer" in body["error"], body
+    assert time.monotonic() - started < 3
+    assert (tmp_path / "data" / "stuck").exists() and board.exists("stuck")
+    transport.release.set()
+    assert wait_until(lambda: http.delete("/api/whatsapp/sessions/stuck")[0] == 200)
+    assert not (tmp_path / "data" / "stuck").exists()
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(board, tmp_path):
@@ -291,22 +310,3 @@ def _port_open(server) -> bool:
         return True
     except OSError:
         return False
-
-
-def test_delete_of_a_stuck_session_answers_503_at_once_and_removes_nothing(tmp_path):
-    transport = BlockingTransport(stuck={"stuck"})
-    with running_board(tmp_path / "data", transport=transport, ask_timeout=0.5) as board:
-        try:
-            with serving(build_app(board, tmp_path / "data")) as server:
-                http = Http(server.url)
-                assert http.post("/api/whatsapp/sessions", {"companyId": "stuck"})[0] == 503
-                started = time.monotonic()
-                status, _, body = http.delete("/api/whatsapp/sessions/stuck")
-                assert status == 503 and "did not answer" in body["error"], body
-                assert time.monotonic() - started < 3
-                assert (tmp_path / "data" / "stuck").exists() and board.exists("stuck")
-                transport.release.set()
-                assert wait_until(lambda: http.delete("/api/whatsapp/sessions/stuck")[0] == 200)
-                assert not (tmp_path / "data" / "stuck").exists()
-        finally:
-            transport.release.set()

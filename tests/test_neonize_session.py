@@ -14,7 +14,8 @@ import pytest
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.transports.neonize import NeonizeTransport
-from switchboard.actors.session import InjectedCrash, SessionSettings
+from switchboard.actors.context import SessionSettings
+from switchboard.actors.messages import InjectedCrash
 from switchboard.supervision import Switchboard
 
 from .support.neonize import (NETWORK_FAILURE_WORDS, hold_proxy, refused_proxy_url,  # noqa: F401

@@ -11,7 +11,7 @@ from switchboard.actors.ratelimit import RateLimit, RateLimited
 from switchboard.actors.redis_limiter import RETRY_REDIS_AFTER, RedisLimiter
 from switchboard.actors.context import SessionSettings
 
-from .conftest import FAST_BACKOFF, StateWaiter, link
+from .support.sessions import FAST_BACKOFF, StateWaiter, link
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_support import ADMIN_KEY, Http, Served, children_of, clean_env
+from tests.support.http import ADMIN_KEY, Http, Served, children_of, clean_env
 from tests.support.neonize import NETWORK_FAILURE_WORDS, refused_proxy_url
 
 pytestmark = pytest.mark.timeout(120)

@@ -25,7 +25,7 @@ from switchboard.actors.messages import InjectedCrash
 from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 from switchboard.supervision import Switchboard
 
-from .conftest import FAST_RESTARTS, FAST_SETTINGS, make_network
+from .support.sessions import FAST_RESTARTS, FAST_SETTINGS, make_network
 
 COMPANIES = ("c0", "c1", "c2")
 PHONES = {"c0": "79990000000", "c1": "79990000001", "c2": "79990000002"}

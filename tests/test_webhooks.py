@@ -11,7 +11,7 @@ from switchboard.actors.backoff import BackoffPolicy
 from switchboard.supervision.events import Event
 from switchboard.supervision.sinks.webhook import WebhookConfig, WebhookSink, sign
 
-from .conftest import StateWaiter, link
+from .support.sessions import StateWaiter, link
 
 FAST_RETRY = BackoffPolicy(base=0.02, factor=2, cap=0.1, jitter=0, max_attempts=4)
 

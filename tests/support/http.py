@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.ratelimit import RateLimit
-from switchboard.actors.session import SessionSettings
+from switchboard.actors.context import SessionSettings
 from switchboard.actors.transports.simulated import SimulatedTransport
 from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys
@@ -137,7 +137,7 @@ class BlockingTransport(SimulatedTransport):
 
 # ---- `switchboard serve` as a process ------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("switchboard")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "switchboard.supervision.cli"]
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_support import COMMAND, REPO, Http, Served, children_of, clean_env, wait_until
+from switchboard.supervision.config import Config, ConfigError
+
+from tests.support.http import COMMAND, REPO, Http, Served, children_of, clean_env, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -132,6 +134,20 @@ def test_serve_defaults_to_the_neonize_transport(tmp_path):
                                                        .strip()).get("/openapi.json")[2]["paths"])
     finally:
         assert server.stop()[0] == 0
+
+
+def test_every_setting_is_read_from_the_environment_by_config():
+    config = Config.from_env({"SWITCHBOARD_SEND_WAIT": "1.5", "SWITCHBOARD_SSE_MAX_STREAMS": "3",
+                              "SWITCHBOARD_SSE_HEARTBEAT": "2", "SWITCHBOARD_DRAIN_SECONDS": "4",
+                              "SWITCHBOARD_LOG_LEVEL": "debug", "SWITCHBOARD_API_KEY": "client-key"})
+    assert (config.send_wait, config.sse_max_streams, config.sse_heartbeat, config.drain_seconds) == (1.5, 3, 2.0, 4.0)
+    assert config.log_level == "debug" and config.api_key == "client-key"
+    with pytest.raises(ConfigError, match="SWITCHBOARD_SEND_WAIT must be a number"):
+        Config.from_env({"SWITCHBOARD_SEND_WAIT": "soon"})
+    with pytest.raises(ConfigError, match="SWITCHBOARD_LOG_LEVEL"):
+        Config.from_env({"SWITCHBOARD_LOG_LEVEL": "loud"})
+    assert Config.from_env({}).transport_options() == {"device_name": "Switchboard", "go_log_level": "WARNING"}
+    assert Config.from_env({"SWITCHBOARD_TRANSPORT": "simulated"}).transport_options() == {}
 
 
 def test_short_admin_keys_are_refused(tmp_path):

@@ -1,0 +1,76 @@
+"""What every route shares: the HTTP settings and `AppState` (the board, the keys, the
+counters and streams), plus the three ways a route reaches a session."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from switchboard.supervision.board import SessionHandle, Switchboard
+
+from . import metrics as metrics_mod
+from .auth import ApiKeys, PageTokens
+from .plumbing import not_found
+from .sse import EventStreams
+
+
+@dataclasses.dataclass
+class HttpSettings:
+    ask_timeout: float | None = None      # every actor call; None: the board's ask_timeout
+    send_wait: float = 5.0                # how long a send to a connected session waits for WhatsApp's ack
+    qr_wait: float = 2.0                  # how long initialize waits for the first QR code
+    body_limit: int = 512 * 1024          # bytes; larger bodies answer 413
+    sse_max_streams: int = 8
+    sse_heartbeat: float = 15.0
+    simulator: bool | None = None         # mount /api/simulator; None: when the transport is simulated
+    log_limit_max: int = 5000
+
+
+class AppState:
+    """What the routes share; `app.switchboard` in the app returned by make_app."""
+
+    def __init__(self, board: Switchboard, config: Any, keys: ApiKeys, settings: HttpSettings) -> None:
+        self.board = board
+        self.config = config              # the gateway's Config when served (None when embedded)
+        self.keys = keys
+        self.settings = settings
+        self.ask_timeout: float = settings.ask_timeout if settings.ask_timeout is not None else board.ask_timeout
+        self.counters = metrics_mod.Counters()
+        self.request_times = metrics_mod.RequestTimes()
+        self.streams = EventStreams(board, max_streams=settings.sse_max_streams, heartbeat=settings.sse_heartbeat)
+        self.registry = metrics_mod.make_registry(board, self.counters, lambda: self.streams.count,
+                                                 self.request_times)
+        self.page_tokens = PageTokens()
+        self.draining = threading.Event()
+        self.started_at = time.time()
+        self.simulator: bool = board.network is not None if settings.simulator is None else settings.simulator
+        self.spec_bytes = b"{}"               # the OpenAPI document, set by make_app once the routes are known
+        self._unsubscribe = board.on_event(self.counters.on_event)
+
+    # ---- reaching a session ---------------------------------------------------------------
+
+    def handle(self, company_id: str) -> SessionHandle:
+        """An existing session, or 404."""
+        if not self.board.exists(company_id):
+            raise not_found(company_id)
+        return SessionHandle(self.board, company_id)
+
+    def create(self, company_id: str) -> SessionHandle:
+        """The session, created if it does not exist yet."""
+        return self.board.session(company_id, create=True)
+
+    def ask(self, session: SessionHandle, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One actor call, bounded by the ask timeout (pykka.Timeout answers 503)."""
+        return session.ask(method, *args, timeout=self.ask_timeout, **kwargs)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Called by the server on SIGTERM: /health says draining, event streams end."""
+        self.draining.set()
+        self.streams.close_all()
+
+    def close(self) -> None:
+        self.begin_shutdown()
+        self._unsubscribe()
