@@ -178,7 +178,7 @@ class SessionActor(pykka.ThreadingActor):
         self._cancel_timers()
         if self._state != "logged_out":
             self._enter("stopped", None)
-        self._release_ownership()
+        self._link.release_if_idle()
         return self.status()
 
     def _do_reconnect(self, _cmd: m.Reconnect) -> dict[str, Any]:
@@ -305,7 +305,7 @@ class SessionActor(pykka.ThreadingActor):
         delay = self._retries.ban(event.expires_in) if reaction.after is After.WAIT_BAN else 0.0
         self._enter(reaction.state, reaction.error.format(reason=getattr(event, "reason", ""), delay=delay))
         if reaction.state in RESTING:
-            self._release_ownership()
+            self._link.release_if_idle()
 
     # ---- connecting, retrying, giving up -------------------------------------------------------
 
@@ -347,7 +347,7 @@ class SessionActor(pykka.ThreadingActor):
         self._close_conn()
         self._cancel_timers()
         self._enter("failed", reason)
-        self._release_ownership()
+        self._link.release_if_idle()
 
     def _finish_logout(self, reason: str) -> None:
         self._logging_out = False
@@ -357,16 +357,13 @@ class SessionActor(pykka.ThreadingActor):
         self._phone = None
         self._record.update(phone=None)
         self._enter("logged_out", reason)
-        self._release_ownership()
+        self._link.release_if_idle()
 
     def _close_conn(self) -> None:
         # A send in flight stays in flight: it may still succeed, and sending it again on
         # the next connection would deliver it twice. Its future always resolves (or times out).
         self._qr = None
         self._link.close()
-
-    def _release_ownership(self) -> None:
-        self._link.release_if_idle()
 
     # ---- timers ---------------------------------------------------------------------------------
 
