@@ -17,10 +17,14 @@ What each child message means is in translate.py. This class adds what only it k
   no QR code or login event QR_STALL_SLACK s after the last code expired -> QrExhausted
   (both watchdogs in watchdogs.py)
   the child could not be started -> Disconnected(OPEN_FAILED)
-After a final event the child is ended in the background. close() returns at once; the
-stop sequence (process.py) runs on its own thread, and the future close() returned
-resolves once the child is reaped and the reader is done. In between only traffic
-(IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody resends it.
+open() returns at once: it queues the start on the spawner thread (spawner.py), and the
+rest of opening (the Link, the reader, the connect deadline) runs there once the process
+is up. A close() before that cancels the queued start, or ends the child as soon as it
+exists. After a final event the child is ended in the background. close() returns at
+once too; the stop sequence (process.py) runs on its own thread, and the future close()
+returned resolves once the child is reaped and the reader is done. In between only
+traffic (IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody
+resends it.
 """
 from __future__ import annotations
 
@@ -85,6 +89,7 @@ class NeonizeConnection:
         # the link (_finished) a barrier for everything.
         self._lock = threading.RLock()
         self._translator = Translator(company_id)
+        self._spawning: Future | None = None    # the queued start, until the child exists
         self._child: ChildProcess | None = None
         self._link: Link | None = None
         self._opened = False
@@ -104,7 +109,7 @@ class NeonizeConnection:
     # ----------------------------------------------------------------- lifecycle
 
     def open(self) -> None:
-        """Spawn the child and return at once; everything else arrives as events."""
+        """Queue the child's start and return at once; everything else arrives as events."""
         with self._lock:
             if self._opened:
                 raise RuntimeError("a NeonizeConnection can be opened only once")
@@ -117,19 +122,32 @@ class NeonizeConnection:
                "parent_pid": os.getpid()}
         try:
             _ensure_private_dir(self.company_dir)
-            proc, pipe = spawn(self._child_target, cfg, f"wa-{self.company_id}#{self.generation}")
+            spawning = spawn(self._child_target, cfg, f"wa-{self.company_id}#{self.generation}")
         except Exception as exc:
-            log.exception("company %s: could not start the session process", self.company_id)
-            with self._lock:
-                self._final = self._exited = True
-                self._emit(Disconnected(reason=f"could not start session process: {exc}",
-                                        cause=Cause.OPEN_FAILED))
+            self._open_failed(exc)
+            return
+        with self._lock:
+            self._spawning, closed = spawning, self._closed
+        spawning.add_done_callback(self._on_spawned)
+        if closed:                                  # close() came in between: don't start it
+            spawning.cancel()
+
+    def _on_spawned(self, spawning: Future) -> None:
+        """The rest of open, on the spawner thread once the process is up (keep it quick:
+        other starts wait behind it), or where close() cancelled the queued start."""
+        if spawning.cancelled():                    # closed before it started: no process
             self._finish()
             return
+        exc = spawning.exception()
+        if exc is not None:
+            self._open_failed(exc)
+            return
+        proc, pipe = spawning.result()
         link = Link(pipe, name=self.company_id, command_timeout=self._command_timeout,
                     on_message=self._on_child_event, on_eof=self._on_child_gone)
         with self._lock:
             self._child, self._link, self.pid = ChildProcess(proc), link, proc.pid
+            self._spawning = None
             closed = self._closed
             if not closed and self._connect_deadline:
                 self._watchdogs.arm_connect(self._connect_deadline)
@@ -138,6 +156,16 @@ class NeonizeConnection:
                  self.company_id, proc.pid, self.generation)
         if closed:                                  # close() came while we were spawning
             self._end_child(self._grace)
+
+    def _open_failed(self, exc: BaseException) -> None:
+        log.error("company %s: could not start the session process", self.company_id,
+                  exc_info=exc)
+        with self._lock:
+            self._final = self._exited = True
+            self._spawning = None
+            self._emit(Disconnected(reason=f"could not start session process: {exc}",
+                                    cause=Cause.OPEN_FAILED))
+        self._finish()
 
     def close(self) -> Future:
         """Start closing and return at once (idempotent: always the same future). The
@@ -149,13 +177,18 @@ class NeonizeConnection:
             self._watchdogs.cancel()
             never_opened = not self._opened
             running = self._child is not None
+            spawning = self._spawning
         if self._link is not None:
             self._link.fail_pending(wire.NOT_CONNECTED, "connection closed")
         if never_opened:
             self._finish()
         elif running:
             self._end_child(self._grace)
-        # else: open() is still spawning (it ends the child itself) or failed (already gone)
+        elif spawning is not None:
+            spawning.cancel()       # still queued: _on_spawned finishes; already starting:
+                                    # it returns False and _on_spawned ends the child
+        # else: the start failed (already gone), or open() is between spawn() and
+        # storing the future (it sees _closed and cancels itself)
         return self._gone
 
     def gone(self) -> Future:
@@ -164,11 +197,12 @@ class NeonizeConnection:
         return self._gone
 
     def alive(self) -> bool:
+        """True from open() until the link is gone, including while the child is starting."""
         with self._lock:
-            if self._closed or self._final or self._exited or self._child is None:
+            if not self._opened or self._closed or self._final or self._exited:
                 return False
             child = self._child
-        return not child.exited()
+        return child is None or not child.exited()
 
     # ----------------------------------------------------------------- commands
 
@@ -216,10 +250,12 @@ class NeonizeConnection:
     def _unavailable(self) -> str | None:
         if self._closed:
             return "connection closed"
-        if self._child is None:
+        if not self._opened:
             return "not connected: connection not opened"
         if self._exited or self._final:
             return "not connected: session process is not running"
+        if self._child is None:
+            return "not connected: session process still starting"
         return None
 
     # ----------------------------------------------------------------- the child's side
