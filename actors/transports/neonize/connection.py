@@ -37,10 +37,10 @@ from pathlib import Path
 
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
                            QrExhausted, Receipt)
-from ...payload import Payload
 from ..proxy import validate_proxy
 from . import wire
-from .link import Link, failed
+from .commands import Commands
+from .link import Link
 from .process import ChildProcess, exit_text
 from .spawner import ChildTarget, child_entry, spawn
 from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
@@ -60,7 +60,7 @@ def _ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)                    # mkdir's mode is filtered by the umask
 
 
-class NeonizeConnection:
+class NeonizeConnection(Commands):
     """One attempt at a live WhatsApp link for one company: one child process."""
 
     def __init__(self, company_id: str, company_dir: Path, emit: EmitFn, *,
@@ -203,60 +203,6 @@ class NeonizeConnection:
                 return False
             child = self._child
         return child is None or not child.exited()
-
-    # ----------------------------------------------------------------- commands
-
-    def send(self, jid: str, payload: Payload) -> Future:
-        """Resolves to the WhatsApp message id (str) or fails with SendError."""
-        problem = self._not_connected()
-        if problem:
-            return failed(wire.NOT_CONNECTED, problem)
-        return self._link.request(wire.SEND, {"jid": jid, "payload": payload.as_record()},
-                                  lambda result: str(result["message_id"]))
-
-    def pair_phone(self, phone: str) -> Future:
-        """Resolves to an 8-character pairing code; needs a QR session in progress."""
-        digits = "".join(ch for ch in str(phone) if ch.isdigit())
-        if not 7 <= len(digits) <= 15:
-            return failed(wire.REJECTED, f"invalid phone number {phone!r}")
-        with self._lock:
-            problem, code = self._unavailable(), wire.NOT_CONNECTED
-            if problem is None and self._translator.connected:
-                problem, code = "already linked: no pairing code needed", wire.REJECTED
-            elif problem is None and self._translator.qr_count == 0:
-                problem = "not connected: no QR session in progress yet"
-        if problem:
-            return failed(code, problem)
-        return self._link.request(wire.PAIR_PHONE, {"phone": digits}, lambda result: str(result["code"]))
-
-    def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side (no LoggedOut event follows); resolves to None."""
-        problem = self._not_connected()
-        if problem:
-            return failed(wire.NOT_CONNECTED, problem)
-        return self._link.request(wire.LOGOUT, {}, self._logged_out_by_us)
-
-    def _logged_out_by_us(self, _result: dict) -> None:
-        # whatsmeow disconnects and deletes the store, and sends no event about it.
-        with self._lock:
-            self._translator.connected = False
-
-    def _not_connected(self) -> str | None:
-        """Why a command that needs a live session cannot run now, or None."""
-        with self._lock:
-            problem = self._unavailable()
-            return problem if problem is not None or self._translator.connected else "not connected"
-
-    def _unavailable(self) -> str | None:
-        if self._closed:
-            return "connection closed"
-        if not self._opened:
-            return "not connected: connection not opened"
-        if self._exited or self._final:
-            return "not connected: session process is not running"
-        if self._child is None:
-            return "not connected: session process still starting"
-        return None
 
     # ----------------------------------------------------------------- the child's side
 
