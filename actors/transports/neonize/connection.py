@@ -10,7 +10,8 @@ its calls can block for a minute (dial) or forever (after a QR timeout), and eve
 connect leaks a file descriptor. A child process confines all of that to one tenant, and
 killing it is the only reliable way to end a hung Go call.
 
-What each child message means is in translate.py. This class adds what only it knows:
+What each child message means is in translate.py. This class adds what only it knows
+(the reactions are in child_events.py, the commands in commands.py):
   child exit not requested by close() and not after a final event
                    -> Disconnected("session process exited with code N", PROCESS_EXITED), once
   no first sign of life within connect_deadline -> Disconnected(TIMED_OUT); child killed
@@ -35,15 +36,15 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
-                           QrExhausted, Receipt)
+from ...connection import Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt
 from ..proxy import validate_proxy
 from . import wire
+from .child_events import ChildEvents
 from .commands import Commands
 from .link import Link
-from .process import ChildProcess, exit_text
+from .process import ChildProcess
 from .spawner import ChildTarget, child_entry, spawn
-from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
+from .translate import Translator
 from .watchdogs import Watchdogs
 
 log = logging.getLogger("switchboard.neonize")
@@ -60,7 +61,7 @@ def _ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)                    # mkdir's mode is filtered by the umask
 
 
-class NeonizeConnection(Commands):
+class NeonizeConnection(ChildEvents, Commands):
     """One attempt at a live WhatsApp link for one company: one child process."""
 
     def __init__(self, company_id: str, company_dir: Path, emit: EmitFn, *,
@@ -204,49 +205,7 @@ class NeonizeConnection(Commands):
             child = self._child
         return child is None or not child.exited()
 
-    # ----------------------------------------------------------------- the child's side
-
-    def _on_child_event(self, msg: dict) -> None:
-        """Called by the reader, in the child's order, for every message but replies."""
-        kind = msg.get("type")
-        with self._lock:
-            if (self._closed or self._final) and kind not in INBOUND:
-                return                          # closing, or a final event already went out
-            if kind in SIGNS_OF_LIFE:
-                self._watchdogs.life_sign()
-            step = self._translator.translate(msg)
-            if step.qr_over:
-                self._watchdogs.qr_over()
-            if step.qr_ttl is not None:
-                self._watchdogs.qr_shown(step.qr_ttl, self._translator.qr_count)
-            if step.over is not None:           # this connection is over
-                self._final = True
-                self._watchdogs.cancel()
-            for event in step.events:
-                self._emit(event)
-        if step.over == END:
-            self._end_child(self._grace)
-
-    def _on_child_gone(self) -> None:
-        """Called by the reader once, at the pipe's end: reap, then resolve `gone`."""
-        child, link = self._child, self._link
-        self.exitcode = code = child.reap_after_eof(5.0)
-        with self._lock:
-            self._exited = True
-            self._translator.connected = False
-            self._watchdogs.cancel()
-        link.fail_pending(wire.NOT_CONNECTED, "not connected: session process exited")
-        with self._lock:
-            if self._closed or self._final:
-                log.info("company %s: session process %s ended (code %s)",
-                         self.company_id, child.pid, exit_text(code))
-            else:
-                self._final = True
-                log.warning("company %s: session process %s exited unasked (code %s)",
-                            self.company_id, child.pid, exit_text(code))
-                self._emit(Disconnected(reason=f"session process exited with code {exit_text(code)}",
-                                        cause=Cause.PROCESS_EXITED))
-        self._finish()
+    # ----------------------------------------------------------------- ending
 
     def _finish(self) -> None:
         with self._lock:
@@ -263,29 +222,6 @@ class NeonizeConnection(Commands):
             self._emit_fn(event)
         except Exception:
             log.exception("company %s: emit(%r) failed", self.company_id, event)
-
-    # ----------------------------------------------------------------- watchdogs, stopping
-
-    def _on_qr_stall(self, seen: int) -> None:
-        with self._lock:
-            t = self._translator
-            if self._closed or self._final or t.connected or t.qr_count != seen:
-                return
-            log.warning("company %s: no QR code or login event after the last code expired",
-                        self.company_id)
-            self._final = True
-            self._emit(QrExhausted())
-        self._end_child(self._grace)
-
-    def _on_connect_deadline(self) -> None:
-        with self._lock:
-            if self._closed or self._final or self._exited:
-                return
-            self._final = True
-            self._emit(Disconnected(
-                reason=f"no answer from the session within {self._connect_deadline:g}s "
-                       "(connect deadline): killed", cause=Cause.TIMED_OUT))
-        self._end_child(0.5)                    # it is hung: don't wait for a clean stop
 
     def _end_child(self, grace: float) -> None:
         """Ask, then force, the child to end, in the background (process.py)."""
