@@ -291,8 +291,9 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
 
 
 def test_parent_never_imports_neonize():
-    code = ("import sys, switchboard.actors.transports.neonize, switchboard.actors.transports.neonize.child, "
-            "switchboard.actors.transports.neonize.mapping, switchboard.actors.transports.neonize.child_commands; "
+    package = "switchboard.actors.transports.neonize"
+    modules = ", ".join([package] + [f"{package}.{name}" for name in ("child", "child_commands", "mapping")])
+    code = (f"import sys, {modules}; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'neonize'], 'neonize imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
