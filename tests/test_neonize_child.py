@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from switchboard.actors.transports.neonize import wire
-from switchboard.actors.transports.neonize.child import NotReady, Refused, _Session, failure_code
+from switchboard.actors.transports.neonize.child import _Session
+from switchboard.actors.transports.neonize.child_commands import NotReady, Refused, failure_code
 
 
 class GoError(Exception):

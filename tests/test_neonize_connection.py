@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, Receipt,
@@ -22,8 +23,9 @@ from switchboard.actors.connection import (Cause, Connected, Disconnected, Incom
 from switchboard.actors.payload import Text
 from switchboard.actors.transports.neonize import DB_FILES, DB_NAME, NeonizeConnection, NeonizeTransport
 
-from .support.neonize import (NETWORK_FAILURE_WORDS, Recorder, hold_proxy, process_gone,  # noqa: F401
-                              refused_proxy_url, session_children, wait_until)
+from .support.neonize import (NETWORK_FAILURE_WORDS, HeldSpawn, Recorder, child_started,  # noqa: F401
+                              hold_proxy, process_gone, refused_proxy_url, session_children,
+                              wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,6 +82,14 @@ def _chatty_closer(cfg: dict, conn) -> None:
             os._exit(0)
 
 
+def _obedient_child(cfg: dict, conn) -> None:
+    """Stand-in child that says it is up, then exits when asked to stop."""
+    conn.send({"type": "connecting", "pid": os.getpid(), "uuid": "obedient"})
+    while conn.recv()[1] != "stop":
+        pass
+    os._exit(0)
+
+
 def _coded_replier(cfg: dict, conn) -> None:
     """Stand-in child that fails every send with the error code named by its text
     ("ok" succeeds), after checking that the payload arrived as its record."""
@@ -130,7 +140,7 @@ def test_close_while_the_dial_hangs_is_bounded(opened, hold_proxy):
 
 def test_close_returns_at_once_and_escalates_to_kill_for_a_child_that_ignores_stop(opened):
     conn, rec = opened(None, child_target=_stubborn_child, stop_grace=1.0)
-    assert wait_until(lambda: conn.alive(), 10)
+    assert wait_until(lambda: child_started(conn), 10)
     time.sleep(0.5)                                               # let it ignore SIGTERM
     started = time.monotonic()
     closing = conn.close()
@@ -171,7 +181,7 @@ def test_commands_fail_quickly_when_not_connected(opened, hold_proxy):
 
 def test_unanswered_command_times_out_and_close_fails_the_rest(opened):
     conn, rec = opened(None, child_target=_stubborn_child, command_timeout=0.5, stop_grace=0.5)
-    assert wait_until(lambda: conn.alive(), 10)
+    assert wait_until(lambda: child_started(conn), 10)
     conn._on_child_event({"type": "connected", "phone": "15550009999"})   # pretend WhatsApp said so
     assert rec.events == [Connected("15550009999")]
     started = time.monotonic()
@@ -260,6 +270,10 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
         transport = NeonizeTransport(proxy={hold_proxy.url!r})
         conn = transport.connect("orphan", pathlib.Path({str(tmp_path / 'orphan')!r}), lambda e: None)
         conn.open()
+        for _ in range(2000):                  # open() only queues the start
+            if conn.pid is not None:
+                break
+            time.sleep(0.01)
         print(conn.pid, flush=True)
         time.sleep(60)
     """)
@@ -277,8 +291,9 @@ def test_child_dies_with_its_parent(tmp_path, hold_proxy):
 
 
 def test_parent_never_imports_neonize():
-    code = ("import sys, switchboard.actors.transports.neonize, switchboard.actors.transports.neonize.child, "
-            "switchboard.actors.transports.neonize.mapping; "
+    package = "switchboard.actors.transports.neonize"
+    modules = ", ".join([package] + [f"{package}.{name}" for name in ("child", "child_commands", "mapping")])
+    code = (f"import sys, {modules}; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'neonize'], 'neonize imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -298,7 +313,7 @@ def test_unusable_company_dir_is_a_retryable_disconnect(tmp_path):
 
 def test_traffic_received_while_closing_is_delivered_and_nothing_after(opened):
     conn, rec = opened(None, child_target=_chatty_closer, stop_grace=3.0)
-    assert wait_until(lambda: conn.alive(), 10)
+    assert wait_until(lambda: child_started(conn), 10)
     closing = conn.close()
     closing.result(timeout=10)
     assert rec.events == [
@@ -312,7 +327,7 @@ def test_traffic_received_while_closing_is_delivered_and_nothing_after(opened):
 
 def test_failed_replies_carry_codes_that_decide_retryable(opened):
     conn, rec = opened(None, child_target=_coded_replier)
-    assert wait_until(lambda: conn.alive(), 10)
+    assert wait_until(lambda: child_started(conn), 10)
     conn._on_child_event({"type": "connected", "phone": "15550009999"})   # pretend WhatsApp said so
     assert conn.send("15550001111@s.whatsapp.net", Text("ok")).result(timeout=5) == "3EB0OK"
     expected = {"not_connected": True, "timeout": True, "rejected": False, "internal": False,
@@ -357,3 +372,50 @@ def test_a_stalled_qr_phase_is_reported_once_as_qr_exhausted(tmp_path, monkeypat
     conn._on_child_event({"type": "qr", "code": "2@late"})           # over: nothing more
     assert rec.events == [QrCode("2@one", 0.1), QrExhausted()]
     assert conn.close().done()
+
+
+def test_open_returns_at_once_while_the_spawner_is_busy(opened):
+    held = HeldSpawn(_obedient_child)
+    try:
+        began = time.monotonic()
+        first, first_rec = opened(None, company="held", child_target=held)
+        assert time.monotonic() - began < 0.2
+        assert held.entered.wait(10)                  # the spawner thread is stuck in its start
+        others = []
+        for i in range(3):                            # each queues behind it, none waits
+            began = time.monotonic()
+            others.append(opened(refused_proxy_url(), company=f"c{i}"))
+            assert time.monotonic() - began < 0.2
+        pending = [first] + [conn for conn, _ in others]
+        assert all(conn.pid is None and conn.alive() for conn in pending)    # queued, not failed
+    finally:
+        held.release()
+    for conn, rec in others:                          # each still gets its first event
+        event = rec.wait_for(lambda e: isinstance(e, Disconnected), timeout=30)
+        assert event.cause is Cause.UNREACHABLE and rec.events == [event]
+    assert wait_until(lambda: child_started(first), 10)
+    first.close().result(timeout=10)
+    assert not psutil.pid_exists(first.pid) and first_rec.events == []
+
+
+def test_close_while_the_spawn_is_pending_leaves_no_process(tmp_path):
+    held = HeldSpawn(_obedient_child)
+    starting_rec, queued_rec = Recorder(), Recorder()
+    starting = NeonizeConnection("held", tmp_path / "held", starting_rec, child_target=held)
+    queued = NeonizeConnection("queued", tmp_path / "queued", queued_rec, child_target=_obedient_child)
+    try:
+        starting.open()
+        assert held.entered.wait(10)                  # its start is under way on the spawner
+        queued.open()                                 # this one waits in the queue
+        began = time.monotonic()
+        closing_starting, closing_queued = starting.close(), queued.close()
+        assert time.monotonic() - began < 0.2
+        assert closing_queued.done() and queued.pid is None    # cancelled: never started
+        assert not closing_starting.done() and not starting.alive()
+    finally:
+        held.release()
+    closing_starting.result(timeout=10)               # started after all, then ended
+    assert starting.pid is not None and not psutil.pid_exists(starting.pid)
+    assert session_children() == []
+    assert starting_rec.events == [] and queued_rec.events == []
+    assert starting.close() is closing_starting

@@ -1,5 +1,6 @@
 """Helpers for the tests that run real neonize children offline: proxies on 127.0.0.1
-that refuse or hold every dial, an emit() recorder, and process checks via /proc."""
+that refuse or hold every dial, an emit() recorder, process checks via /proc, and a
+child target that holds the spawner thread mid-start."""
 from __future__ import annotations
 
 import os
@@ -122,6 +123,38 @@ def session_children() -> list[int]:
         if b"spawn_main" in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def child_started(conn) -> bool:
+    """The child process exists and the link is alive (open() only queues the start)."""
+    return conn.pid is not None and conn.alive()
+
+
+def _itself(value):
+    return value
+
+
+class HeldSpawn:
+    """A child target that holds the spawner thread inside proc.start() until release():
+    the start pickles the target there, and pickling this one waits. Meanwhile every
+    other start queues behind it. In the child it is just `inner`."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.entered = threading.Event()       # the spawner thread is inside the start
+        self._released = threading.Event()
+
+    def __call__(self, cfg: dict, conn) -> None:
+        self.inner(cfg, conn)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __reduce__(self):
+        self.entered.set()
+        if not self._released.wait(20):        # bounded: never wedge the shared spawner
+            raise RuntimeError("HeldSpawn was never released")
+        return (_itself, (self.inner,))
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:

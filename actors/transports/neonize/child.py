@@ -7,9 +7,7 @@ for a minute or forever, and it leaks a file descriptor per connect. The parent
 (`connection.py`) starts `child_main` with multiprocessing "spawn", talks to it over a
 duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
 
-Every failed command is answered with an error *code* (wire.NOT_CONNECTED, REJECTED,
-TIMEOUT, INTERNAL) taken from what the child knows (its own state, whether the client
-is still connected, which exception class), never from Go's error text.
+What each command does and which code a failure gets is in child_commands.py.
 
 neonize is imported lazily, inside functions, so importing this module is cheap and
 side-effect free.
@@ -25,37 +23,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from . import wire
+from .child_commands import NotReady, execute, failure_code
 from .mapping import FORWARDED, map_event, user_digits
 
 log = logging.getLogger("switchboard.neonize.child")
-
-GO_REQUEST_TIMEOUT = 75.0        # whatsmeow's defaultRequestTimeout: a Go call failing after
-                                 # this long gave up waiting for WhatsApp (a timeout)
-
-
-class NotReady(Exception):
-    """The session cannot take commands: not up yet, or over."""
-
-
-class Refused(Exception):
-    """The request itself is wrong (unknown command, unknown payload type)."""
-
-
-def failure_code(exc: BaseException, *, go_error: type, connected: Callable[[], bool],
-                 took: float) -> str:
-    """The wire error code for a failed command, from what the child knows."""
-    if isinstance(exc, NotReady):
-        return wire.NOT_CONNECTED
-    if isinstance(exc, (Refused, KeyError)):
-        return wire.REJECTED
-    if isinstance(exc, go_error):             # Go said no: why depends on the link, not the text
-        if not connected():
-            return wire.NOT_CONNECTED
-        return wire.TIMEOUT if took >= GO_REQUEST_TIMEOUT else wire.REJECTED
-    return wire.INTERNAL
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -72,36 +46,6 @@ def _die_with_parent(parent_pid: int | None) -> None:
 def _log_level(name: str) -> int:
     level = logging.getLevelName(str(name).upper())
     return level if isinstance(level, int) else logging.WARNING
-
-
-
-
-def _send(client: Any, args: dict) -> dict:
-    """Dispatch on the payload's type; media joins here as another branch of _SENDERS."""
-    record = args["payload"]
-    sender = _SENDERS.get(record.get("type"))
-    if sender is None:
-        raise Refused(f"unsupported payload type {record.get('type')!r}")
-    resp = sender(client, args["jid"], record)
-    return {"message_id": resp.ID, "timestamp": int(resp.Timestamp)}
-
-
-_SENDERS: dict[str, Callable[[Any, str, dict], Any]] = {
-    "text": lambda client, jid, record: client.send_message(jid, record["text"]),
-}
-
-
-def _pair_phone(client: Any, args: dict) -> dict:
-    return {"code": client.PairPhone(args["phone"], show_push_notification=True)}
-
-
-def _logout(client: Any, args: dict) -> dict:
-    client.logout()
-    return {}
-
-
-_COMMANDS: dict[str, Callable[[Any, dict], dict]] = {
-    wire.SEND: _send, wire.PAIR_PHONE: _pair_phone, wire.LOGOUT: _logout}
 
 
 class _Session:
@@ -144,10 +88,7 @@ class _Session:
                 raise NotReady("not connected: session not ready")
             if self.connect_done.is_set():
                 raise NotReady("not connected: session ended")
-            command = _COMMANDS.get(op)
-            if command is None:
-                raise Refused(f"unknown command {op!r}")
-            result = command(self.client, args)
+            result = execute(self.client, op, args)
             self.emit({"type": wire.REPLY, "req_id": req_id, "ok": True, "result": result})
         except Exception as exc:
             code = failure_code(exc, go_error=self.go_error, connected=self._connected,

@@ -10,17 +10,22 @@ its calls can block for a minute (dial) or forever (after a QR timeout), and eve
 connect leaks a file descriptor. A child process confines all of that to one tenant, and
 killing it is the only reliable way to end a hung Go call.
 
-What each child message means is in translate.py. This class adds what only it knows:
+What each child message means is in translate.py. This class adds what only it knows
+(the reactions are in child_events.py, the commands in commands.py):
   child exit not requested by close() and not after a final event
                    -> Disconnected("session process exited with code N", PROCESS_EXITED), once
   no first sign of life within connect_deadline -> Disconnected(TIMED_OUT); child killed
   no QR code or login event QR_STALL_SLACK s after the last code expired -> QrExhausted
   (both watchdogs in watchdogs.py)
   the child could not be started -> Disconnected(OPEN_FAILED)
-After a final event the child is ended in the background. close() returns at once; the
-stop sequence (process.py) runs on its own thread, and the future close() returned
-resolves once the child is reaped and the reader is done. In between only traffic
-(IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody resends it.
+open() returns at once: it queues the start on the spawner thread (spawner.py), and the
+rest of opening (the Link, the reader, the connect deadline) runs there once the process
+is up. A close() before that cancels the queued start, or ends the child as soon as it
+exists. After a final event the child is ended in the background. close() returns at
+once too; the stop sequence (process.py) runs on its own thread, and the future close()
+returned resolves once the child is reaped and the reader is done. In between only
+traffic (IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody
+resends it.
 """
 from __future__ import annotations
 
@@ -31,15 +36,15 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage,
-                           QrExhausted, Receipt)
-from ...payload import Payload
+from ...connection import Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt
 from ..proxy import validate_proxy
 from . import wire
-from .link import Link, failed
-from .process import ChildProcess, exit_text
+from .child_events import ChildEvents
+from .commands import Commands
+from .link import Link
+from .process import ChildProcess
 from .spawner import ChildTarget, child_entry, spawn
-from .translate import END, INBOUND, SIGNS_OF_LIFE, Translator
+from .translate import Translator
 from .watchdogs import Watchdogs
 
 log = logging.getLogger("switchboard.neonize")
@@ -56,7 +61,7 @@ def _ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)                    # mkdir's mode is filtered by the umask
 
 
-class NeonizeConnection:
+class NeonizeConnection(ChildEvents, Commands):
     """One attempt at a live WhatsApp link for one company: one child process."""
 
     def __init__(self, company_id: str, company_dir: Path, emit: EmitFn, *,
@@ -85,6 +90,7 @@ class NeonizeConnection:
         # the link (_finished) a barrier for everything.
         self._lock = threading.RLock()
         self._translator = Translator(company_id)
+        self._spawning: Future | None = None    # the queued start, until the child exists
         self._child: ChildProcess | None = None
         self._link: Link | None = None
         self._opened = False
@@ -104,7 +110,7 @@ class NeonizeConnection:
     # ----------------------------------------------------------------- lifecycle
 
     def open(self) -> None:
-        """Spawn the child and return at once; everything else arrives as events."""
+        """Queue the child's start and return at once; everything else arrives as events."""
         with self._lock:
             if self._opened:
                 raise RuntimeError("a NeonizeConnection can be opened only once")
@@ -117,19 +123,32 @@ class NeonizeConnection:
                "parent_pid": os.getpid()}
         try:
             _ensure_private_dir(self.company_dir)
-            proc, pipe = spawn(self._child_target, cfg, f"wa-{self.company_id}#{self.generation}")
+            spawning = spawn(self._child_target, cfg, f"wa-{self.company_id}#{self.generation}")
         except Exception as exc:
-            log.exception("company %s: could not start the session process", self.company_id)
-            with self._lock:
-                self._final = self._exited = True
-                self._emit(Disconnected(reason=f"could not start session process: {exc}",
-                                        cause=Cause.OPEN_FAILED))
+            self._open_failed(exc)
+            return
+        with self._lock:
+            self._spawning, closed = spawning, self._closed
+        spawning.add_done_callback(self._on_spawned)
+        if closed:                                  # close() came in between: don't start it
+            spawning.cancel()
+
+    def _on_spawned(self, spawning: Future) -> None:
+        """The rest of open, on the spawner thread once the process is up (keep it quick:
+        other starts wait behind it), or where close() cancelled the queued start."""
+        if spawning.cancelled():                    # closed before it started: no process
             self._finish()
             return
+        exc = spawning.exception()
+        if exc is not None:
+            self._open_failed(exc)
+            return
+        proc, pipe = spawning.result()
         link = Link(pipe, name=self.company_id, command_timeout=self._command_timeout,
                     on_message=self._on_child_event, on_eof=self._on_child_gone)
         with self._lock:
             self._child, self._link, self.pid = ChildProcess(proc), link, proc.pid
+            self._spawning = None
             closed = self._closed
             if not closed and self._connect_deadline:
                 self._watchdogs.arm_connect(self._connect_deadline)
@@ -138,6 +157,16 @@ class NeonizeConnection:
                  self.company_id, proc.pid, self.generation)
         if closed:                                  # close() came while we were spawning
             self._end_child(self._grace)
+
+    def _open_failed(self, exc: BaseException) -> None:
+        log.error("company %s: could not start the session process", self.company_id,
+                  exc_info=exc)
+        with self._lock:
+            self._final = self._exited = True
+            self._spawning = None
+            self._emit(Disconnected(reason=f"could not start session process: {exc}",
+                                    cause=Cause.OPEN_FAILED))
+        self._finish()
 
     def close(self) -> Future:
         """Start closing and return at once (idempotent: always the same future). The
@@ -149,13 +178,18 @@ class NeonizeConnection:
             self._watchdogs.cancel()
             never_opened = not self._opened
             running = self._child is not None
+            spawning = self._spawning
         if self._link is not None:
             self._link.fail_pending(wire.NOT_CONNECTED, "connection closed")
         if never_opened:
             self._finish()
         elif running:
             self._end_child(self._grace)
-        # else: open() is still spawning (it ends the child itself) or failed (already gone)
+        elif spawning is not None:
+            spawning.cancel()       # still queued: _on_spawned finishes; already starting:
+                                    # it returns False and _on_spawned ends the child
+        # else: the start failed (already gone), or open() is between spawn() and
+        # storing the future (it sees _closed and cancels itself)
         return self._gone
 
     def gone(self) -> Future:
@@ -164,107 +198,14 @@ class NeonizeConnection:
         return self._gone
 
     def alive(self) -> bool:
+        """True from open() until the link is gone, including while the child is starting."""
         with self._lock:
-            if self._closed or self._final or self._exited or self._child is None:
+            if not self._opened or self._closed or self._final or self._exited:
                 return False
             child = self._child
-        return not child.exited()
+        return child is None or not child.exited()
 
-    # ----------------------------------------------------------------- commands
-
-    def send(self, jid: str, payload: Payload) -> Future:
-        """Resolves to the WhatsApp message id (str) or fails with SendError."""
-        problem = self._not_connected()
-        if problem:
-            return failed(wire.NOT_CONNECTED, problem)
-        return self._link.request(wire.SEND, {"jid": jid, "payload": payload.as_record()},
-                                  lambda result: str(result["message_id"]))
-
-    def pair_phone(self, phone: str) -> Future:
-        """Resolves to an 8-character pairing code; needs a QR session in progress."""
-        digits = "".join(ch for ch in str(phone) if ch.isdigit())
-        if not 7 <= len(digits) <= 15:
-            return failed(wire.REJECTED, f"invalid phone number {phone!r}")
-        with self._lock:
-            problem, code = self._unavailable(), wire.NOT_CONNECTED
-            if problem is None and self._translator.connected:
-                problem, code = "already linked: no pairing code needed", wire.REJECTED
-            elif problem is None and self._translator.qr_count == 0:
-                problem = "not connected: no QR session in progress yet"
-        if problem:
-            return failed(code, problem)
-        return self._link.request(wire.PAIR_PHONE, {"phone": digits}, lambda result: str(result["code"]))
-
-    def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side (no LoggedOut event follows); resolves to None."""
-        problem = self._not_connected()
-        if problem:
-            return failed(wire.NOT_CONNECTED, problem)
-        return self._link.request(wire.LOGOUT, {}, self._logged_out_by_us)
-
-    def _logged_out_by_us(self, _result: dict) -> None:
-        # whatsmeow disconnects and deletes the store, and sends no event about it.
-        with self._lock:
-            self._translator.connected = False
-
-    def _not_connected(self) -> str | None:
-        """Why a command that needs a live session cannot run now, or None."""
-        with self._lock:
-            problem = self._unavailable()
-            return problem if problem is not None or self._translator.connected else "not connected"
-
-    def _unavailable(self) -> str | None:
-        if self._closed:
-            return "connection closed"
-        if self._child is None:
-            return "not connected: connection not opened"
-        if self._exited or self._final:
-            return "not connected: session process is not running"
-        return None
-
-    # ----------------------------------------------------------------- the child's side
-
-    def _on_child_event(self, msg: dict) -> None:
-        """Called by the reader, in the child's order, for every message but replies."""
-        kind = msg.get("type")
-        with self._lock:
-            if (self._closed or self._final) and kind not in INBOUND:
-                return                          # closing, or a final event already went out
-            if kind in SIGNS_OF_LIFE:
-                self._watchdogs.life_sign()
-            step = self._translator.translate(msg)
-            if step.qr_over:
-                self._watchdogs.qr_over()
-            if step.qr_ttl is not None:
-                self._watchdogs.qr_shown(step.qr_ttl, self._translator.qr_count)
-            if step.over is not None:           # this connection is over
-                self._final = True
-                self._watchdogs.cancel()
-            for event in step.events:
-                self._emit(event)
-        if step.over == END:
-            self._end_child(self._grace)
-
-    def _on_child_gone(self) -> None:
-        """Called by the reader once, at the pipe's end: reap, then resolve `gone`."""
-        child, link = self._child, self._link
-        self.exitcode = code = child.reap_after_eof(5.0)
-        with self._lock:
-            self._exited = True
-            self._translator.connected = False
-            self._watchdogs.cancel()
-        link.fail_pending(wire.NOT_CONNECTED, "not connected: session process exited")
-        with self._lock:
-            if self._closed or self._final:
-                log.info("company %s: session process %s ended (code %s)",
-                         self.company_id, child.pid, exit_text(code))
-            else:
-                self._final = True
-                log.warning("company %s: session process %s exited unasked (code %s)",
-                            self.company_id, child.pid, exit_text(code))
-                self._emit(Disconnected(reason=f"session process exited with code {exit_text(code)}",
-                                        cause=Cause.PROCESS_EXITED))
-        self._finish()
+    # ----------------------------------------------------------------- ending
 
     def _finish(self) -> None:
         with self._lock:
@@ -281,29 +222,6 @@ class NeonizeConnection:
             self._emit_fn(event)
         except Exception:
             log.exception("company %s: emit(%r) failed", self.company_id, event)
-
-    # ----------------------------------------------------------------- watchdogs, stopping
-
-    def _on_qr_stall(self, seen: int) -> None:
-        with self._lock:
-            t = self._translator
-            if self._closed or self._final or t.connected or t.qr_count != seen:
-                return
-            log.warning("company %s: no QR code or login event after the last code expired",
-                        self.company_id)
-            self._final = True
-            self._emit(QrExhausted())
-        self._end_child(self._grace)
-
-    def _on_connect_deadline(self) -> None:
-        with self._lock:
-            if self._closed or self._final or self._exited:
-                return
-            self._final = True
-            self._emit(Disconnected(
-                reason=f"no answer from the session within {self._connect_deadline:g}s "
-                       "(connect deadline): killed", cause=Cause.TIMED_OUT))
-        self._end_child(0.5)                    # it is hung: don't wait for a clean stop
 
     def _end_child(self, grace: float) -> None:
         """Ask, then force, the child to end, in the background (process.py)."""

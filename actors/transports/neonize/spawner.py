@@ -2,6 +2,10 @@
 
 Never fork: a forked Go runtime hangs. The child target is `child_entry`, which imports
 the neonize side by name, so the gateway process never has to import it.
+
+Nobody waits for a start: spawn() queues it and returns a future. A start takes 0.3-0.5 s
+and they run one after another, so with fifty companies restored at once a caller that
+waited would wait tens of seconds.
 """
 from __future__ import annotations
 
@@ -42,29 +46,42 @@ class _Spawner:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
 
-    def start(self, proc: Any) -> None:
+    def submit(self, target: ChildTarget, cfg: dict, name: str) -> Future:
         with self._lock:
             if self._thread is None:
                 _install_lean_preparation(self._local)
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="neonize-spawner")
                 self._thread.start()
-        done: Future = Future()
-        self._queue.put((proc, done))
-        done.result(timeout=60)       # spawning takes well under a second; never wait forever
+        started: Future = Future()
+        self._queue.put((target, cfg, name, started))
+        return started
 
     def _run(self) -> None:
         while True:
-            proc, done = self._queue.get()
-            target = getattr(proc, "_target", None)
-            self._local.lean = getattr(target, "__module__", "__main__") != "__main__"
+            target, cfg, name, started = self._queue.get()
+            if not started.set_running_or_notify_cancel():
+                continue                          # cancelled while queued: never started
             try:
-                proc.start()
-                done.set_result(None)
+                result = self._start(target, cfg, name)
             except BaseException as exc:          # noqa: BLE001 - handed to the caller
-                done.set_exception(exc)
-            finally:
-                self._local.lean = False
+                started.set_exception(exc)
+            else:
+                started.set_result(result)        # runs the caller's callbacks, here
+
+    def _start(self, target: ChildTarget, cfg: dict, name: str) -> tuple[Any, Any]:
+        parent_end, child_end = _CTX.Pipe(duplex=True)
+        self._local.lean = getattr(target, "__module__", "__main__") != "__main__"
+        try:
+            proc = _CTX.Process(target=target, args=(cfg, child_end), name=name, daemon=True)
+            proc.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            self._local.lean = False
+            child_end.close()       # else the parent keeps the pipe open: no EOF at the child's exit
+        return proc, parent_end
 
 
 def _install_lean_preparation(local: threading.local) -> None:
@@ -90,16 +107,12 @@ def _install_lean_preparation(local: threading.local) -> None:
 _spawner = _Spawner()
 
 
-def spawn(target: ChildTarget, cfg: dict, name: str) -> tuple[Any, Any]:
-    """Start `target(cfg, pipe)` in a new process; returns (process, the parent's pipe end).
-    `target` must be importable by name in a spawned process (not defined in __main__)."""
-    parent_end, child_end = _CTX.Pipe(duplex=True)
-    try:
-        proc = _CTX.Process(target=target, args=(cfg, child_end), name=name, daemon=True)
-        _spawner.start(proc)
-    except BaseException:
-        parent_end.close()
-        raise
-    finally:
-        child_end.close()           # else the parent keeps the pipe open: no EOF at the child's exit
-    return proc, parent_end
+def spawn(target: ChildTarget, cfg: dict, name: str) -> Future:
+    """Queue the start of `target(cfg, pipe)` in a new process and return at once.
+
+    The future resolves on the spawner thread to (process, the parent's pipe end), or fails
+    with why it could not start; its done-callbacks run there too, so they must be quick
+    (every other spawn waits behind them). Cancelling it while it is still queued means
+    no process is ever started. `target` must be importable by name in a spawned process
+    (not defined in __main__)."""
+    return _spawner.submit(target, cfg, name)
