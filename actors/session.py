@@ -17,7 +17,7 @@ import shutil
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Callable
 
 import pykka
 
@@ -73,19 +73,6 @@ class SessionActor(pykka.ThreadingActor):
         self._queue: SendQueue | None = None
         self._inbound: Inbound | None = None
         self._record: SessionRecord | None = None
-        self._handlers = {
-            m.Start: self._do_start, m.Stop: self._do_stop, m.Reconnect: self._do_reconnect, m.Logout: self._do_logout,
-            m.Send: self._do_send, m.PairPhone: self._do_pair_phone, m.GetStatus: lambda _c: self.status(),
-            m.GetQr: lambda _c: self.qr(), m.Diagnose: lambda _c: self.diagnostics(),
-            m.DiscardOutbox: self._do_discard_outbox,
-            m.ConnEvent: self._on_conn_event, m.ConnClosed: self._on_conn_closed, m.SendDone: self._on_send_done,
-            m.OwnershipLost: self._on_ownership_lost, m.RetryDue: self._on_wake_up, m.BanOver: self._on_wake_up,
-            m.HealthTick: self._on_health_tick, m.StableFor: self._on_stable, m.PumpDue: self._on_pump_due,
-            m.LogoutDue: lambda _t: self._logging_out and self._finish_logout(self._last_error or "logged out by request"),
-            m.InjectedCrash: self._crash,
-        }
-        self._events = {QrCode: self._on_qr, Paired: self._on_paired, Connected: self._on_connected,
-                        IncomingMessage: lambda e: self._inbound.message(e), Receipt: lambda e: self._inbound.receipt(e)}
 
     # ---- the actor's own lifecycle ---------------------------------------------------------
 
@@ -148,10 +135,10 @@ class SessionActor(pykka.ThreadingActor):
         board = self._ctx.status_board
         board.begin(self.company_id, self.actor_urn)
         try:
-            handler = self._handlers.get(type(message))
+            handler = _HANDLERS.get(type(message))
             if handler is None:
                 raise TypeError(f"{self.company_id}: unknown message {message!r}")
-            result = handler(message)
+            result = handler(self, message)
             if not isinstance(message, m.QUERIES):
                 self._publish_status()     # before the reply: a caller reads its own writes
             return result
@@ -160,6 +147,10 @@ class SessionActor(pykka.ThreadingActor):
 
     def _crash(self, crash: m.InjectedCrash) -> None:
         raise RuntimeError(crash.reason)
+
+    def _on_logout_due(self, _timer: m.LogoutDue) -> None:
+        if self._logging_out:
+            self._finish_logout(self._last_error or "logged out by request")
 
     # ---- commands ---------------------------------------------------------------------------
 
@@ -259,11 +250,8 @@ class SessionActor(pykka.ThreadingActor):
         if self._logging_out and not traffic:
             self._finish_logout(self._last_error or "logged out by request")
             return
-        handler = self._events.get(type(event))
-        if handler is not None:
-            handler(event)
-        else:
-            self._on_ending(event)
+        handler = _EVENTS.get(type(event), SessionActor._on_ending)
+        handler(self, event)
 
     def _on_qr(self, event: QrCode) -> None:
         self._qr, self._qr_expires_at = event, time.time() + event.expires_in
@@ -463,3 +451,24 @@ class SessionActor(pykka.ThreadingActor):
 
     def _publish_status(self) -> None:
         self._ctx.status_board.publish(self.actor_urn, self._snapshot())
+
+
+# The one dispatch table: message type -> handler (class-level: one table, not one per actor).
+_HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
+    m.Start: SessionActor._do_start, m.Stop: SessionActor._do_stop, m.Reconnect: SessionActor._do_reconnect,
+    m.Logout: SessionActor._do_logout, m.Send: SessionActor._do_send, m.PairPhone: SessionActor._do_pair_phone,
+    m.GetStatus: lambda actor, _c: actor.status(), m.GetQr: lambda actor, _c: actor.qr(),
+    m.Diagnose: lambda actor, _c: actor.diagnostics(), m.DiscardOutbox: SessionActor._do_discard_outbox,
+    m.ConnEvent: SessionActor._on_conn_event, m.ConnClosed: SessionActor._on_conn_closed,
+    m.SendDone: SessionActor._on_send_done, m.OwnershipLost: SessionActor._on_ownership_lost,
+    m.RetryDue: SessionActor._on_wake_up, m.BanOver: SessionActor._on_wake_up,
+    m.HealthTick: SessionActor._on_health_tick, m.StableFor: SessionActor._on_stable,
+    m.PumpDue: SessionActor._on_pump_due, m.LogoutDue: SessionActor._on_logout_due,
+    m.InjectedCrash: SessionActor._crash,
+}
+# Connection events that do not end the connection; every other one goes by the policy table.
+_EVENTS: dict[type, Callable[[SessionActor, Any], None]] = {
+    QrCode: SessionActor._on_qr, Paired: SessionActor._on_paired, Connected: SessionActor._on_connected,
+    IncomingMessage: lambda actor, event: actor._inbound.message(event),
+    Receipt: lambda actor, event: actor._inbound.receipt(event),
+}
