@@ -22,16 +22,16 @@ from typing import Any, Callable
 import pykka
 
 from . import messages as m
-from .messages import tell_quietly
 from .clock import iso
 from .connection import Cause, Connected, ConnectionEvent, IncomingMessage, Paired, QrCode, Receipt
 from .connector import Connector, Opening
-from .context import SessionContext, SessionSettings
-from .errors import OutboxUnavailable, SessionUnavailable
+from .context import SessionContext
+from .errors import SessionUnavailable
 from .inbound import Inbound
 from .kinds import EventKind
-from .lifecycle import POLICY, RESTING, STATES, After, accepts_sends, refusal
-from .payload import MAX_TEXT, Text
+from .lifecycle import POLICY, RESTING, After, accepts_sends, refusal
+from .messages import tell_quietly
+from .payload import Text
 from .phone import normalize_phone, validate_company_id
 from .record import SessionRecord
 from .retries import Retries
@@ -40,10 +40,7 @@ from .status import SessionStatus
 
 log = logging.getLogger(__name__)
 
-# Re-exported: the names the embedding API has always offered from here.
-__all__ = ["MAX_TEXT", "STATES", "OutboxUnavailable", "SessionActor", "SessionContext", "SessionSettings",
-           "SessionUnavailable", "InjectedCrash", "ChildExit"]
-InjectedCrash, ChildExit = m.InjectedCrash, m.ChildExit
+_STATUS = object()       # a command's answer: the status as published after it
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -67,6 +64,7 @@ class SessionActor(pykka.ThreadingActor):
         self._health_tickets = itertools.count(1)
         self._health_ticket = 0
         self._sent = 0
+        self._published: dict[str, Any] = {}
         self._exit_reported = False
         self._logging_out = False
         self._limiter = ctx.make_limiter(self.company_id)
@@ -141,7 +139,7 @@ class SessionActor(pykka.ThreadingActor):
             result = handler(self, message)
             if not isinstance(message, m.QUERIES):
                 self._publish_status()     # before the reply: a caller reads its own writes
-            return result
+            return self._published if result is _STATUS else result
         finally:
             board.end(self.company_id, self.actor_urn)
 
@@ -154,14 +152,14 @@ class SessionActor(pykka.ThreadingActor):
 
     # ---- commands ---------------------------------------------------------------------------
 
-    def _do_start(self, _cmd: m.Start) -> dict[str, Any]:
+    def _do_start(self, _cmd: m.Start) -> object:
         self._record.update(desired="running")
         if self._state in RESTING:        # banned waits for its timer; reconnect overrides it
             self._retries.reset()
             self._open()
-        return self.status()
+        return _STATUS
 
-    def _do_stop(self, _cmd: m.Stop) -> dict[str, Any]:
+    def _do_stop(self, _cmd: m.Stop) -> object:
         self._record.update(desired="stopped")
         if self._logging_out:
             self._finish_logout("logged out by request")
@@ -170,15 +168,15 @@ class SessionActor(pykka.ThreadingActor):
         if self._state != "logged_out":
             self._enter("stopped", None)
         self._link.release_if_idle()
-        return self.status()
+        return _STATUS
 
-    def _do_reconnect(self, _cmd: m.Reconnect) -> dict[str, Any]:
+    def _do_reconnect(self, _cmd: m.Reconnect) -> object:
         self._record.update(desired="running")
         self._retries.reset()
         self._open()
-        return self.status()
+        return _STATUS
 
-    def _do_logout(self, _cmd: m.Logout) -> dict[str, Any]:
+    def _do_logout(self, _cmd: m.Logout) -> object:
         self._record.update(desired="stopped")
         conn = self._link.conn
         if conn is not None and self._state == "connected":
@@ -190,7 +188,7 @@ class SessionActor(pykka.ThreadingActor):
             self._enter("logged_out", "logged out by request")
         else:
             self._finish_logout("logged out by request")
-        return self.status()
+        return _STATUS
 
     def _do_send(self, cmd: m.Send) -> Any:
         phone = normalize_phone(cmd.to)
@@ -222,7 +220,8 @@ class SessionActor(pykka.ThreadingActor):
         return self._link.conn.pair_phone(phone)
 
     def status(self) -> dict[str, Any]:
-        return self._snapshot().as_api()
+        """The status as last published: current between messages (every handler publishes)."""
+        return self._published
 
     def qr(self) -> dict[str, Any] | None:
         if self._state != "qr" or self._qr is None:
@@ -450,7 +449,7 @@ class SessionActor(pykka.ThreadingActor):
             received=self._inbound.received if self._inbound is not None else 0)
 
     def _publish_status(self) -> None:
-        self._ctx.status_board.publish(self.actor_urn, self._snapshot())
+        self._published = self._ctx.status_board.publish(self.actor_urn, self._snapshot())
 
 
 # The one dispatch table: message type -> handler (class-level: one table, not one per actor).

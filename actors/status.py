@@ -73,9 +73,12 @@ class StatusBoard:
         if mark is not None and mark[0] == urn:
             self._busy.pop(company_id, None)
 
-    def publish(self, urn: str, status: SessionStatus) -> None:
-        """The actor's status changed (it publishes before it replies: callers read their writes)."""
-        self._slots[status.company_id] = _Slot(urn, status, status.as_api())
+    def publish(self, urn: str, status: SessionStatus) -> dict[str, Any]:
+        """The actor's status changed (it publishes before it replies: callers read their
+        writes). Returns it in the API's shape, made once here for every reader."""
+        api = status.as_api()
+        self._slots[status.company_id] = _Slot(urn, status, api)
+        return api
 
     def drop(self, company_id: str) -> None:
         """The company was deleted."""
