@@ -66,6 +66,7 @@ class SendQueue:
         self._in_flight: int | None = None        # the dispatch awaiting its answer
         self._in_flight_since = 0.0
         self._dispatches = 0
+        self.sent = 0                             # sends WhatsApp took, since the actor started
 
     def __len__(self) -> int:
         return len(self._outbox)
@@ -150,6 +151,7 @@ class SendQueue:
             was_pending = entry_id in self._outbox
             self._outbox.done(entry_id, message_id)
             self._resolve(entry_id, result=message_id)
+            self.sent += was_pending
             return Outcome(sent=message_id if was_pending else None, entry_id=entry_id)
         entry = self._outbox.get(entry_id)
         if entry is None:

@@ -22,7 +22,6 @@ from typing import Any, Callable
 import pykka
 
 from . import messages as m
-from .clock import iso
 from .connection import Cause, Connected, ConnectionEvent, IncomingMessage, Paired, QrCode, Receipt
 from .connector import Connector, Opening
 from .context import SessionContext
@@ -36,7 +35,7 @@ from .phone import normalize_phone, validate_company_id
 from .record import SessionRecord
 from .retries import Retries
 from .sending import Outcome, SendQueue, check_key
-from .status import SessionStatus
+from .state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +53,13 @@ class SessionActor(pykka.ThreadingActor):
         self._parked_reason = parked_reason
         self._start_delay = start_delay
         self._dir = ctx.company_dir(company_id)
-        self._state, self._last_error, self._phone = "stopped", None, None
-        self._connected_at: float | None = None
         self._retries = Retries(ctx.settings.backoff, ctx.scheduler, ctx.rng, self._tell)
-        self._qr: QrCode | None = None
-        self._qr_expires_at: float | None = None
+        self._s = SessionState(self.company_id, ctx.status_board,
+                               lambda kind, data: ctx.publish(self.company_id, kind, data), self._retries)
         self._link = Connector(self.company_id, self._dir, ctx.transport, ctx.make_ownership(self.company_id, self._dir),
                                self._tell)
         self._health_tickets = itertools.count(1)
         self._health_ticket = 0
-        self._sent = 0
-        self._published: dict[str, Any] = {}
         self._exit_reported = False
         self._logging_out = False
         self._limiter = ctx.make_limiter(self.company_id)
@@ -78,11 +73,12 @@ class SessionActor(pykka.ThreadingActor):
         created = not self._dir.exists()
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
-                                    max_queued=self._settings.max_queued)
-            self._inbound = Inbound(self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
-            self._record = record = SessionRecord(self._dir, self.company_id)
-            self._phone = record.phone
+            self._s.queue = self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
+                                                    max_queued=self._settings.max_queued)
+            self._s.inbound = self._inbound = Inbound(
+                self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
+            self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
+            self._s.phone = record.phone
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
             elif record.desired == "running" and self._start_delay > 0:
@@ -93,8 +89,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._open()
             elif record.state in RESTING:
                 # A restarted actor still knows why it is down (conflict, logged out, ...).
-                self._state, self._last_error = record.state, record.last_error
-            self._publish_status()
+                self._s.state, self._s.error = record.state, record.last_error
+            self._s.show(self.actor_urn)
             self._schedule_health()
         except Exception as exc:   # pykka skips on_failure when on_start raises
             self._release()
@@ -113,11 +109,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def _release(self) -> None:
         """Let go of everything; ownership only once every connection of ours is gone."""
-        self._qr = None
+        self._s.qr = None
         self._link.shutdown()
         self._ctx.status_board.end(self.company_id, self.actor_urn)
         if self._queue is not None:
-            self._queue.close(self._state)
+            self._queue.close(self._s.state)
         if self._inbound is not None:
             self._inbound.close()
 
@@ -138,8 +134,8 @@ class SessionActor(pykka.ThreadingActor):
                 raise TypeError(f"{self.company_id}: unknown message {message!r}")
             result = handler(self, message)
             if not isinstance(message, m.QUERIES):
-                self._publish_status()     # before the reply: a caller reads its own writes
-            return self._published if result is _STATUS else result
+                self._s.show(self.actor_urn)     # before the reply: a caller reads its own writes
+            return self._s.published if result is _STATUS else result
         finally:
             board.end(self.company_id, self.actor_urn)
 
@@ -148,13 +144,13 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_logout_due(self, _timer: m.LogoutDue) -> None:
         if self._logging_out:
-            self._finish_logout(self._last_error or "logged out by request")
+            self._finish_logout(self._s.error or "logged out by request")
 
     # ---- commands ---------------------------------------------------------------------------
 
     def _do_start(self, _cmd: m.Start) -> object:
         self._record.update(desired="running")
-        if self._state in RESTING:        # banned waits for its timer; reconnect overrides it
+        if self._s.state in RESTING:        # banned waits for its timer; reconnect overrides it
             self._retries.reset()
             self._open()
         return _STATUS
@@ -165,7 +161,7 @@ class SessionActor(pykka.ThreadingActor):
             self._finish_logout("logged out by request")
         self._close_conn()
         self._cancel_timers()
-        if self._state != "logged_out":
+        if self._s.state != "logged_out":
             self._enter("stopped", None)
         self._link.release_if_idle()
         return _STATUS
@@ -179,7 +175,7 @@ class SessionActor(pykka.ThreadingActor):
     def _do_logout(self, _cmd: m.Logout) -> object:
         self._record.update(desired="stopped")
         conn = self._link.conn
-        if conn is not None and self._state == "connected":
+        if conn is not None and self._s.state == "connected":
             # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
             self._logging_out = True
             self._cancel_timers()
@@ -197,36 +193,31 @@ class SessionActor(pykka.ThreadingActor):
         known = self._queue.known(phone, payload, key)
         if known is not None:
             return known
-        if not accepts_sends(self._state):
-            raise SessionUnavailable(refusal(self._state, self._last_error), state=self._state,
-                                     retry_after_ms=self._retries.retry_after_ms() if self._state == "banned" else None)
-        self._queue.check_room(self._state)
+        if not accepts_sends(self._s.state):
+            raise SessionUnavailable(refusal(self._s.state, self._s.error), state=self._s.state,
+                                     retry_after_ms=self._retries.retry_after_ms() if self._s.state == "banned" else None)
+        self._queue.check_room(self._s.state)
         self._limiter.acquire(phone)
-        receipt = self._queue.accept(phone, payload, key, connected=self._state == "connected")
+        receipt = self._queue.accept(phone, payload, key, connected=self._s.state == "connected")
         self._pump()
         return receipt
 
     def _do_discard_outbox(self, cmd: m.DiscardOutbox) -> int:
-        ids = self._queue.discard(cmd.reason, self._state)
+        ids = self._queue.discard(cmd.reason, self._s.state)
         for entry_id in ids:
             self._ctx.publish(self.company_id, EventKind.FAILED, {"id": entry_id, "error": cmd.reason})
         return len(ids)
 
     def _do_pair_phone(self, cmd: m.PairPhone) -> Future:
         phone = normalize_phone(cmd.phone)
-        if self._state != "qr" or self._link.conn is None:
+        if self._s.state != "qr" or self._link.conn is None:
             raise SessionUnavailable("a pairing code needs a session waiting for a QR scan; start it first",
-                                     state=self._state)
+                                     state=self._s.state)
         return self._link.conn.pair_phone(phone)
 
     def status(self) -> dict[str, Any]:
-        """The status as last published: current between messages (every handler publishes)."""
-        return self._published
-
-    def qr(self) -> dict[str, Any] | None:
-        if self._state != "qr" or self._qr is None:
-            return None
-        return {"code": self._qr.code, "expiresAt": iso(self._qr_expires_at)}
+        """The status as last shown: current between messages (every handler shows its change)."""
+        return self._s.published
 
     def diagnostics(self) -> dict[str, Any]:
         """Status plus what an operator needs to judge the session's health."""
@@ -234,8 +225,8 @@ class SessionActor(pykka.ThreadingActor):
                 "connectionAlive": self._link.alive(),
                 "reconnectsByReason": dict(self._retries.by_cause),
                 "ownershipLockHeld": self._link.owner.held,
-                "connectedForSeconds": (round(time.time() - self._connected_at, 1)
-                                        if self._state == "connected" and self._connected_at else None)}
+                "connectedForSeconds": (round(time.time() - self._s.connected_at, 1)
+                                        if self._s.state == "connected" and self._s.connected_at else None)}
 
     # ---- connection events -------------------------------------------------------------------
 
@@ -247,27 +238,24 @@ class SessionActor(pykka.ThreadingActor):
         if not traffic and not self._link.is_current(message.generation):
             return
         if self._logging_out and not traffic:
-            self._finish_logout(self._last_error or "logged out by request")
+            self._finish_logout(self._s.error or "logged out by request")
             return
         handler = _EVENTS.get(type(event), SessionActor._on_ending)
         handler(self, event)
 
     def _on_qr(self, event: QrCode) -> None:
-        self._qr, self._qr_expires_at = event, time.time() + event.expires_in
+        self._s.show_qr(event)
         self._enter("qr", None)
-        self._ctx.publish(self.company_id, EventKind.QR, {"code": event.code, "expiresAt": iso(self._qr_expires_at)})
+        self._ctx.publish(self.company_id, EventKind.QR, self._s.qr_shown())
 
     def _on_paired(self, event: Paired) -> None:
-        self._phone = event.phone
-        self._record.update(phone=event.phone)
+        self._s.link_phone(event.phone)
         self._ctx.publish(self.company_id, EventKind.PAIRED, {"phone": event.phone})
 
     def _on_connected(self, event: Connected) -> None:
-        if event.phone and event.phone != self._phone:
-            self._phone = event.phone
-            self._record.update(phone=event.phone)
-        self._qr = None
-        self._connected_at = time.time()
+        self._s.link_phone(event.phone)
+        self._s.qr = None
+        self._s.connected_at = time.time()
         self._retries.cancel()
         self._enter("connected", None)
         self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell,
@@ -299,7 +287,7 @@ class SessionActor(pykka.ThreadingActor):
     def _open(self) -> None:
         if self._logging_out:
             self._finish_logout("logged out by request")
-        self._qr = None
+        self._s.qr = None
         self._cancel_timers()
         opening = self._link.open()
         if opening is Opening.OWNER_BUSY:
@@ -308,14 +296,14 @@ class SessionActor(pykka.ThreadingActor):
         elif opening is Opening.FAILED:
             self._schedule_retry(self._link.last_failure, Cause.OPEN_FAILED)
         else:         # OPENED, or AFTER_CLOSE: never two links of ours; it opens once the old is gone
-            self._enter("starting", self._last_error if self._state == "reconnecting" else None)
+            self._enter("starting", self._s.error if self._s.state == "reconnecting" else None)
 
     def _on_conn_closed(self, closed: m.ConnClosed) -> None:
         if not self._link.closed(closed.generation):
             return
         if self._link.open_after_close:
             self._open()
-        elif self._state in RESTING:
+        elif self._s.state in RESTING:
             self._link.release_if_idle()
 
     def _on_ownership_lost(self, lost: m.OwnershipLost) -> None:
@@ -341,7 +329,7 @@ class SessionActor(pykka.ThreadingActor):
         self._close_conn()
         self._cancel_timers()
         self._ctx.transport.forget(self.company_id, self._dir)
-        self._phone = None
+        self._s.phone = None
         self._record.update(phone=None)
         self._enter("logged_out", reason)
         self._link.release_if_idle()
@@ -349,18 +337,18 @@ class SessionActor(pykka.ThreadingActor):
     def _close_conn(self) -> None:
         # A send in flight stays in flight: it may still succeed, and sending it again on
         # the next connection would deliver it twice. Its future always resolves (or times out).
-        self._qr = None
+        self._s.qr = None
         self._link.close()
 
     # ---- timers ---------------------------------------------------------------------------------
 
     def _on_wake_up(self, timer: m.RetryDue | m.BanOver) -> None:
         waiting = "reconnecting" if isinstance(timer, m.RetryDue) else "banned"
-        if self._retries.due(timer) and self._state == waiting:
+        if self._retries.due(timer) and self._s.state == waiting:
             self._open()
 
     def _on_stable(self, timer: m.StableFor) -> None:
-        if timer.generation == self._link.generation and self._state == "connected":
+        if timer.generation == self._link.generation and self._s.state == "connected":
             self._retries.reset()
 
     def _on_pump_due(self, timer: m.PumpDue) -> None:
@@ -378,13 +366,13 @@ class SessionActor(pykka.ThreadingActor):
 
     def _health_check(self) -> None:
         """Reconcile the state with the connection, so "connected" is never a ghost."""
-        if self._state == "connected" and not self._link.alive():
+        if self._s.state == "connected" and not self._link.alive():
             self._close_conn()
             self._schedule_retry("connection lost (found by health check)", Cause.HEALTH_CHECK)
-        elif self._state == "starting" and time.monotonic() - self._link.opened_at > self._settings.connect_timeout:
+        elif self._s.state == "starting" and time.monotonic() - self._link.opened_at > self._settings.connect_timeout:
             self._close_conn()
             self._schedule_retry(f"connect timed out after {self._settings.connect_timeout:g} s", Cause.TIMED_OUT)
-        elif self._state == "connected" and len(self._queue):
+        elif self._s.state == "connected" and len(self._queue):
             if self._queue.stalled(self._settings.send_timeout):
                 log.warning("[%s] a send got no answer in %g s; trying again", self.company_id,
                             self._settings.send_timeout)
@@ -399,12 +387,12 @@ class SessionActor(pykka.ThreadingActor):
 
     def _pump(self) -> None:
         """Hand pending sends to the live connection, in order."""
-        if self._state == "connected" and self._link.conn is not None:
+        if self._s.state == "connected" and self._link.conn is not None:
             for outcome in self._queue.pump(self._link.conn, self._link.generation, self._tell):
                 self._publish_outcome(outcome)
 
     def _on_send_done(self, done: m.SendDone) -> None:
-        same_link = done.generation == self._link.generation and self._state == "connected"
+        same_link = done.generation == self._link.generation and self._s.state == "connected"
         outcome = self._queue.settle(done.entry_id, done.dispatch, done.future, same_link=same_link)
         self._publish_outcome(outcome)
         if outcome.next_may_go:
@@ -412,7 +400,6 @@ class SessionActor(pykka.ThreadingActor):
 
     def _publish_outcome(self, outcome: Outcome) -> None:
         if outcome.sent is not None:
-            self._sent += 1
             self._ctx.publish(self.company_id, EventKind.SENT, {"id": outcome.entry_id, "messageId": outcome.sent})
         elif outcome.failed is not None:
             self._ctx.publish(self.company_id, EventKind.FAILED, {"id": outcome.entry_id, "error": outcome.failed})
@@ -426,37 +413,14 @@ class SessionActor(pykka.ThreadingActor):
         tell_quietly(self.actor_ref, message)
 
     def _enter(self, state: str, error: str | None, *, cause: Cause | None = None) -> None:
-        previous = self._state
-        self._state, self._last_error = state, error
-        if state not in ("connected", "reconnecting"):
-            self._connected_at = None
-        if state in RESTING:
-            self._record.update(state=state, last_error=error)
-        self._publish_status()     # before the event, so a woken subscriber sees the new state
-        if previous != state or state in ("reconnecting", "failed"):
-            data = {"state": state, "previous": previous, "error": error, "attempt": self._retries.attempts,
-                    "nextRetryAt": iso(self._retries.next_at)}
-            if cause is not None:
-                data["cause"] = cause.value
-            self._ctx.publish(self.company_id, EventKind.STATE, data)
-
-    def _snapshot(self) -> SessionStatus:
-        return SessionStatus(
-            company_id=self.company_id, state=self._state, phone=self._phone, connected_at=self._connected_at,
-            last_error=self._last_error, attempts=self._retries.attempts, next_retry_at=self._retries.next_at,
-            qr_available=self._state == "qr" and self._qr is not None,
-            queued=len(self._queue) if self._queue is not None else 0, sent=self._sent,
-            received=self._inbound.received if self._inbound is not None else 0)
-
-    def _publish_status(self) -> None:
-        self._published = self._ctx.status_board.publish(self.actor_urn, self._snapshot())
+        self._s.enter(state, error, self.actor_urn, cause=cause)
 
 
 # The one dispatch table: message type -> handler (class-level: one table, not one per actor).
 _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
     m.Start: SessionActor._do_start, m.Stop: SessionActor._do_stop, m.Reconnect: SessionActor._do_reconnect,
     m.Logout: SessionActor._do_logout, m.Send: SessionActor._do_send, m.PairPhone: SessionActor._do_pair_phone,
-    m.GetStatus: lambda actor, _c: actor.status(), m.GetQr: lambda actor, _c: actor.qr(),
+    m.GetStatus: lambda actor, _c: actor.status(), m.GetQr: lambda actor, _c: actor._s.qr_shown(),
     m.Diagnose: lambda actor, _c: actor.diagnostics(), m.DiscardOutbox: SessionActor._do_discard_outbox,
     m.ConnEvent: SessionActor._on_conn_event, m.ConnClosed: SessionActor._on_conn_closed,
     m.SendDone: SessionActor._on_send_done, m.OwnershipLost: SessionActor._on_ownership_lost,

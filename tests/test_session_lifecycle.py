@@ -16,7 +16,7 @@ from switchboard.actors.lifecycle import STATES
 from switchboard.actors.transports.simulated import CREDENTIALS_FILE
 
 from .support.sessions import (FAST_BACKOFF, ScriptedTransport, StateWaiter, assert_stays, link,
-                               make_network)
+                               make_network, open_paths)
 
 
 def test_qr_scan_connect_send_receive(board, waiter):
@@ -415,11 +415,9 @@ def test_a_failed_create_leaves_nothing_held(board, monkeypatch):
     """The disk refuses the company's files: the actor gives up without a directory, a
     descriptor or a thread left behind, and the company ends parked with the reason."""
     import errno
-    import os
 
     def full_disk(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    fds_before = set(os.listdir("/proc/self/fd"))
     threads_before = {t.name for t in threading.enumerate()}
     monkeypatch.setattr("switchboard.actors.session.SendQueue", full_disk)
     gave_up = threading.Event()
@@ -430,9 +428,7 @@ def test_a_failed_create_leaves_nothing_held(board, monkeypatch):
     status = next(s for s in board.statuses() if s["companyId"] == "newco")
     assert status["status"] == "failed" and "No space left" in status["lastError"]
     assert not (board.data_dir / "newco").exists()
-    leaked = {os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds_before
-              if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert not {path for path in leaked if "newco" in path}
+    assert not {path for path in open_paths() if "/newco" in path}
     actor_threads = [t for t in threading.enumerate()
                      if t.name not in threads_before and t.name.startswith("SessionActor")]
     for thread in actor_threads:          # the last one may still be returning from on_start

@@ -22,6 +22,8 @@ from switchboard.actors.retries import Retries
 from switchboard.actors.sending import SEND_RETRIES, SendQueue
 from switchboard.actors.status import SessionStatus, StatusBoard
 
+from .support.sessions import open_paths
+
 
 def done(result=None, error=None) -> Future:
     future = Future()
@@ -237,12 +239,13 @@ def test_retries_count_by_cause_give_up_at_max_and_only_the_pending_wake_up_is_d
 # ---- the lock file ------------------------------------------------------------------------------------
 
 def test_file_lock_is_exclusive_and_leaves_no_descriptor(tmp_path):
-    before = set(os.listdir("/proc/self/fd"))
-    one, two = FileLock(tmp_path / "owner.lock"), FileLock(tmp_path / "owner.lock")
+    lock = tmp_path / "owner.lock"
+    one, two = FileLock(lock), FileLock(lock)
     assert one.acquire(lambda _r: None) and one.held
     assert not two.acquire(lambda _r: None) and not two.held
+    assert str(lock) in open_paths()
     one.release()
     assert two.acquire(lambda _r: None)
     two.release()
     two.release()                                                  # idempotent
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert str(lock) not in open_paths()

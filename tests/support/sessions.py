@@ -2,6 +2,7 @@
 events instead of sleeping, and scripted or holding transports."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -199,3 +200,14 @@ class SlowClosingTransport(SimulatedTransport):
 
     def close(self):
         self.finish_all()
+
+
+def open_paths() -> set[str]:
+    """What this process has open, by path (fds of other threads may close meanwhile)."""
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return paths
