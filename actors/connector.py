@@ -47,10 +47,6 @@ class Connector:
         self.opened_at = 0.0                        # monotonic time of the last open (or its deferral)
         self.last_failure = ""
 
-    @property
-    def closing(self) -> bool:
-        return bool(self._closing)
-
     def is_current(self, generation: int) -> bool:
         return self.conn is not None and generation == self.generation
 

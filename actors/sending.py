@@ -17,7 +17,7 @@ from .connection import Connection, SendError
 from .errors import InvalidInput, OutboxUnavailable, SessionUnavailable
 from .outbox import KeyedResult, Outbox, OutboxEntry
 from .payload import Payload, fingerprint
-from .phone import phone_to_jid
+from .phone import USER_SERVER
 
 SEND_RETRIES = 5
 MAX_KEY = 200
@@ -89,8 +89,10 @@ class SendQueue:
                                      state=state, retry_after_ms=5000)
 
     def accept(self, phone: str, payload: Payload, key: str | None, *, connected: bool) -> SendReceipt:
-        """Store the send durably (or raise OutboxUnavailable, keeping nothing)."""
-        entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=phone_to_jid(phone), payload=payload, key=key)
+        """Store the send to `phone` (normalised digits) durably, or raise OutboxUnavailable
+        and keep nothing."""
+        # `phone` is already normalised digits (the actor checked it): no second parse.
+        entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=f"{phone}@{USER_SERVER}", payload=payload, key=key)
         try:
             self._outbox.add(entry)
         except OSError as exc:
