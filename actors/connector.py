@@ -10,6 +10,7 @@ futures tell the actor (`ConnClosed`), never touch it.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import logging
 import threading
@@ -100,12 +101,15 @@ class Connector:
         if self.conn is None and not self._closing and not self.open_after_close:
             self.owner.release()
 
-    def shutdown(self) -> None:
-        """The actor is ending: close, and release ownership once every link is gone
-        (on the close futures' threads, since no ConnClosed will be handled any more)."""
+    def shutdown(self, wait: float = 0.0) -> None:
+        """The actor is ending: close, wait up to `wait` seconds for every link to be gone
+        (a stopped actor's files may be deleted right after), and release ownership once
+        they are (on the close futures' threads if they outlast the wait)."""
         self.close()
         pending = list(self._closing.values())
         self._closing.clear()
+        if pending and wait > 0:
+            concurrent.futures.wait(pending, timeout=wait)
         _when_all_done(pending, self.owner.release)
 
 

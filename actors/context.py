@@ -30,6 +30,7 @@ class SessionSettings:
     fsync: bool = False                # fsync every outbox write (survive power loss, slower)
     max_queued: int = 1000             # pending sends per company before new ones are refused
     send_timeout: float = 60.0         # a send with no answer this long is tried again
+    close_wait: float = 15.0           # a stopping actor waits this long for its link to be gone
 
 
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)

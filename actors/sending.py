@@ -130,8 +130,11 @@ class SendQueue:
                 entry_id = entry.id
                 future.add_done_callback(lambda f: tell(m.SendDone(generation, entry_id, f, number)))
                 break
-            outcomes.append(self.settle(entry.id, number, future, same_link=True))
-            if not outcomes[-1].next_may_go:
+            # A link that died before the actor heard of it answers "not connected" at once:
+            # not the message's fault, and no use trying the next one on it either.
+            alive = conn.alive()
+            outcomes.append(self.settle(entry.id, number, future, same_link=alive))
+            if not outcomes[-1].next_may_go or not alive:
                 break
         return outcomes
 

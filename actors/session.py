@@ -100,17 +100,18 @@ class SessionActor(pykka.ThreadingActor):
             raise
 
     def on_stop(self) -> None:
-        self._release()
+        # Stopped (not crashed): its files may be deleted next, so the link must be gone first.
+        self._release(wait=self._settings.close_wait)
         self._report_exit(True, "stopped")
 
     def on_failure(self, exc_type, exc, tb) -> None:
         self._release()
         self._report_exit(False, repr(exc), "".join(traceback.format_exception(exc_type, exc, tb)))
 
-    def _release(self) -> None:
+    def _release(self, wait: float = 0.0) -> None:
         """Let go of everything; ownership only once every connection of ours is gone."""
         self._s.qr = None
-        self._link.shutdown()
+        self._link.shutdown(wait)
         self._ctx.status_board.end(self.company_id, self.actor_urn)
         if self._queue is not None:
             self._queue.close(self._s.state)
@@ -392,7 +393,7 @@ class SessionActor(pykka.ThreadingActor):
                 self._publish_outcome(outcome)
 
     def _on_send_done(self, done: m.SendDone) -> None:
-        same_link = done.generation == self._link.generation and self._s.state == "connected"
+        same_link = self._link.is_current(done.generation) and self._s.state == "connected" and self._link.alive()
         outcome = self._queue.settle(done.entry_id, done.dispatch, done.future, same_link=same_link)
         self._publish_outcome(outcome)
         if outcome.next_may_go:

@@ -122,7 +122,10 @@ for _action, _summary in (("start", "Start (connect with stored credentials, or 
                                  "false keeps the device linked on the phone")]))
 def delete_session(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Log out (unless ?logout=false), stop, and delete the session and its files."""
-    keep_device = request.query.get("logout", "true").lower() in ("false", "0", "no")
+    flag = request.query.get("logout", "true").lower()
+    if flag not in ("true", "false", "1", "0", "yes", "no"):     # a typo must not unlink the phone
+        raise ApiError(400, "'logout' must be true or false")
+    keep_device = flag in ("false", "0", "no")
     ctx.handle(companyId)
     try:
         removed = ctx.board.remove(companyId, logout=not keep_device)

@@ -151,6 +151,8 @@ class Switchboard:
         self.sinks: list[Sink] = []
         self.redis_url = redis_url
         self.redis = None
+        self._remove_locks: dict[str, threading.Lock] = {}    # one removal at a time per company
+        self._remove_locks_guard = threading.Lock()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -234,6 +236,10 @@ class Switchboard:
         delete the company's files. The files stay if the actor could not be stopped: its
         connection may still be alive, and its owner.lock must keep guarding it."""
         validate_company_id(company_id)
+        with self._removing(company_id):     # a second DELETE waits, then finds nothing to remove
+            return self._remove(company_id, logout)
+
+    def _remove(self, company_id: str, logout: bool) -> bool:
         if not self.exists(company_id):
             return False
         handle = SessionHandle(self, company_id)
@@ -253,8 +259,14 @@ class Switchboard:
                 ref.stop(block=True, timeout=30)
             except pykka.Timeout:
                 raise RuntimeError(f"session {company_id} did not stop within 30 s; its files were kept") from None
-        self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout)
+        if not self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout):
+            raise SessionUnavailable(f"session {company_id} was created again while it was being deleted; "
+                                     "it is running and its files were kept", state="recreated")
         return True
+
+    def _removing(self, company_id: str) -> threading.Lock:
+        with self._remove_locks_guard:
+            return self._remove_locks.setdefault(company_id, threading.Lock())
 
     def live_status(self, company_id: str, max_busy: float) -> dict[str, Any] | None:
         """The status the session's actor published after its last message, when that is

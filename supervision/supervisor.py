@@ -23,6 +23,7 @@ from switchboard.actors.phone import validate_company_id
 from switchboard.actors.context import SessionContext
 from switchboard.actors.kinds import EventKind
 from switchboard.actors.messages import ChildExit
+from switchboard.actors.ownership import FileLock
 from switchboard.actors.messages import tell_quietly
 from switchboard.actors.session import SessionActor
 
@@ -167,13 +168,34 @@ class Supervisor(pykka.ThreadingActor):
         child.generation += 1
         return child.ref
 
-    def remove_files(self, company_id: str) -> None:
+    def remove_files(self, company_id: str) -> bool:
+        """Delete a detached company's files; False (nothing deleted) if it has an actor
+        again (created anew while it was being removed).
+
+        owner.lock goes last, and only if it can be taken: a link of an earlier actor that
+        is still closing keeps its lock, and with it the file, so that a new actor cannot
+        create a fresh owner.lock beside a live connection."""
         validate_company_id(company_id)
         if company_id in self._children:
-            raise RuntimeError("detach the company before removing its files")
-        shutil.rmtree(self._ctx.company_dir(company_id), ignore_errors=True)
+            return False
+        company_dir = self._ctx.company_dir(company_id)
+        lock = FileLock.for_company(company_id, company_dir)
+        if company_dir.is_dir():
+            for path in company_dir.iterdir():
+                if path == lock.path:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            if lock.acquire(lambda _reason: None):
+                try:
+                    shutil.rmtree(company_dir, ignore_errors=True)
+                finally:
+                    lock.release()
         self._ctx.status_board.drop(company_id)
         self._ctx.publish(company_id, EventKind.REMOVED, {})
+        return True
 
     def children(self) -> dict[str, dict[str, Any]]:
         return {cid: {"status": c.status, "restarts": len(c.restarts), "lastReason": c.last_reason}

@@ -640,3 +640,12 @@ def test_deeply_nested_json_is_a_400(web, board):
     res = web.post("/api/whatsapp/sessions/962302/send", body, headers={**ADMIN, "Content-Type": "application/json"},
                    expect_errors=True)
     assert "invalid JSON" in is_json_error(res, 400)["error"]
+
+
+def test_a_typo_in_the_logout_flag_changes_nothing(web, board):
+    link(web, board)
+    body = is_json_error(web.delete("/api/whatsapp/sessions/962302?logout=flase", headers=ADMIN,
+                                    expect_errors=True), 400)
+    assert "logout" in body["error"]
+    assert web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["status"] == "connected"
+    assert web.delete("/api/whatsapp/sessions/962302?logout=false", headers=ADMIN).json["loggedOut"] is False

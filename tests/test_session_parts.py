@@ -249,3 +249,29 @@ def test_file_lock_is_exclusive_and_leaves_no_descriptor(tmp_path):
     two.release()
     two.release()                                                  # idempotent
     assert str(lock) not in open_paths()
+
+
+class DeadLink:
+    """A link that died before the actor heard of it: every send fails at once."""
+
+    def __init__(self):
+        self.tries = 0
+
+    def send(self, jid, payload):
+        self.tries += 1
+        return done(error=SendError("not connected", retryable=True))
+
+    def alive(self):
+        return False
+
+
+def test_a_dead_link_answering_at_once_does_not_use_up_a_sends_retries(tmp_path):
+    queue = SendQueue(tmp_path / "outbox.jsonl")
+    receipt = queue.accept("79001234567", Text("x"), None, connected=True)
+    link = DeadLink()
+    for _ in range(SEND_RETRIES + 2):             # more flaps than retries
+        (outcome,) = queue.pump(link, 1, lambda _m: None)
+        assert outcome.failed is None and outcome.retry_in is None
+    assert link.tries == SEND_RETRIES + 2         # one try per pump: it stops on a dead link
+    entry, _ = queue.next_dispatch()
+    assert entry.id == receipt.id and entry.attempts == 0 and not receipt.delivered.done()

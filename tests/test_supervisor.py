@@ -281,3 +281,36 @@ def test_remove_reports_the_sends_it_discards(board, waiter):
     assert failed == [{"id": receipt.id, "error": "session deleted"}]
     with pytest.raises(SessionUnavailable, match="session deleted"):
         receipt.delivered.result(timeout=5)
+
+
+def test_a_removed_company_created_again_never_overlaps_a_closing_link(board_factory, tmp_path):
+    """Delete then create at once, while the old link takes its time to close: the new
+    session must wait for it (its owner.lock is kept until the old link is gone)."""
+    from .support.sessions import SlowClosingTransport, make_network
+    transport = SlowClosingTransport(make_network())
+    board = board_factory(data_dir=tmp_path / "rm", transport_override=transport)
+    waiter = StateWaiter(board)
+    link(board, waiter, "acme")
+    closer = threading.Timer(0.3, transport.finish_all)     # the old link goes away a little later
+    closer.start()
+    try:
+        assert board.remove("acme", logout=False)
+        board.session("acme").start().get(timeout=5)
+        waiter.state("acme", "qr")
+        assert board.network.max_seen("acme") == 1
+    finally:
+        closer.join()
+        waiter.close()
+
+
+def test_concurrent_deletes_remove_once(board, waiter):
+    link(board, waiter, "acme")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(board.remove("acme", logout=False)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False, False, False, True]
+    assert not (board.data_dir / "acme").exists()
