@@ -48,7 +48,8 @@ def event_stream(ctx: AppState, principal: Principal, company_id: str | None) ->
     last = parse_last_event_id(request.environ.get("HTTP_LAST_EVENT_ID"), request.query.get("lastEventId"))
     disconnected = request.environ.get("waitress.client_disconnected") or (lambda: False)
     try:
-        stream = ctx.streams.open(company_id=company_id, kinds=kinds, last_event_id=last, disconnected=disconnected)
+        stream = ctx.streams.open(company_id=company_id, kinds=kinds, last_event_id=last, disconnected=disconnected,
+                                  tenant=None if principal.admin else principal.key_id)
     except StreamsFull as exc:
         raise ApiError(503, str(exc), {"Retry-After": "5"}, retryAfter=5000) from None
     response.content_type = "text/event-stream; charset=utf-8"

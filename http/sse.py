@@ -31,7 +31,7 @@ class EventStreams:
         self.max_streams = max_streams
         self.heartbeat = heartbeat
         self._lock = threading.Lock()
-        self._open: set[queue.Queue] = set()
+        self._open: dict[queue.Queue, str | None] = {}     # stream -> the tenant holding it (None: admin)
         self._closing = False
 
     @property
@@ -39,13 +39,23 @@ class EventStreams:
         return len(self._open)
 
     def open(self, *, company_id: str | None, kinds: frozenset[str] | None, last_event_id: int,
-             disconnected: Callable[[], bool]) -> Iterator[str]:
-        """Reserve a slot (or raise StreamsFull) and return the stream's generator."""
+             disconnected: Callable[[], bool], tenant: str | None = None) -> Iterator[str]:
+        """Reserve a slot (or raise StreamsFull) and return the stream's generator.
+
+        One tenant cannot take every slot: a tenant key holds at most a quarter of them, and
+        tenants together leave one for the admin."""
         q: queue.Queue = queue.Queue(QUEUE_SIZE)
         with self._lock:
             if self._closing or len(self._open) >= self.max_streams:
                 raise StreamsFull(f"too many open event streams (limit {self.max_streams}); try again later")
-            self._open.add(q)
+            if tenant is not None:
+                held = list(self._open.values())
+                per_tenant = max(1, self.max_streams // 4)
+                if held.count(tenant) >= per_tenant:
+                    raise StreamsFull(f"this key already has {per_tenant} open event stream(s); close one first")
+                if sum(h is not None for h in held) >= self.max_streams - 1:
+                    raise StreamsFull(f"too many open event streams (limit {self.max_streams}); try again later")
+            self._open[q] = tenant
 
         def wanted(event: Any) -> bool:
             return (company_id is None or event.company_id == company_id) and (kinds is None or event.kind in kinds)
@@ -103,7 +113,7 @@ class EventStreams:
 
     def _release(self, q: queue.Queue) -> None:
         with self._lock:
-            self._open.discard(q)
+            self._open.pop(q, None)
 
 
 def _force(q: queue.Queue, item: object) -> None:

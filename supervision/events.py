@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
+import math
 import logging
 import os
 import queue
@@ -159,9 +160,13 @@ def parse_since(value: str | None) -> float | None:
     if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(value[:-1]) * units[value[-1]]
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"cannot read time {value!r}: Unix seconds are a number from 0 up")
+        return number
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -127,3 +127,39 @@ def test_every_mounted_route_is_declared_once(simulator):
     declared = [(r.method, r.rule) for r in routes(simulator)]
     assert len(declared) == len(set(declared))
     assert json.dumps(build_spec(routes(simulator)))       # serialisable as served
+
+
+def test_one_tenant_cannot_take_every_event_stream():
+    from switchboard.http.sse import EventStreams, StreamsFull
+
+    class Bus:
+        def subscribe(self, _fn):
+            return lambda: None
+
+        def recent(self, _seq):
+            return []
+
+    class Board:
+        bus = Bus()
+
+    streams = EventStreams(Board(), max_streams=8)
+    opened = [streams.open(company_id="c1", kinds=None, last_event_id=0, disconnected=lambda: False, tenant="k1")
+              for _ in range(2)]
+    with pytest.raises(StreamsFull, match="already has 2"):
+        streams.open(company_id="c1", kinds=None, last_event_id=0, disconnected=lambda: False, tenant="k1")
+    for key in ("k2", "k3"):
+        for _ in range(2):
+            streams.open(company_id=key, kinds=None, last_event_id=0, disconnected=lambda: False, tenant=key)
+    streams.open(company_id="c4", kinds=None, last_event_id=0, disconnected=lambda: False, tenant="k4")
+    with pytest.raises(StreamsFull):            # tenants hold 7 of 8: the last is the admin's
+        streams.open(company_id="c5", kinds=None, last_event_id=0, disconnected=lambda: False, tenant="k5")
+    streams.open(company_id=None, kinds=None, last_event_id=0, disconnected=lambda: False)
+    assert streams.count == 8 and opened
+
+
+def test_a_time_that_is_not_a_time_is_refused():
+    from switchboard.supervision.events import parse_since
+    for bad in ("nan", "-5", "inf", "yesterday"):
+        with pytest.raises(ValueError):
+            parse_since(bad)
+    assert parse_since("1795309608") == 1795309608.0
