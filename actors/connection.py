@@ -77,6 +77,16 @@ class Disconnected:
 
 
 @dataclasses.dataclass(frozen=True)
+class Interrupted:
+    """The link dropped and the transport is reconnecting by itself (whatsmeow does, in the
+    same process, after 0, 2, 4 ... s; a keep-alive black hole is reported the same way).
+    Sending pauses; a later Connected ends the interruption. If none comes within the
+    actor's grace, the actor closes this connection and reconnects with its own backoff."""
+    reason: str
+    cause: Cause = Cause.DROPPED
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggedOut:
     """The phone removed this device (401). Credentials are gone; never reconnect."""
     reason: str = "device removed"
@@ -127,18 +137,24 @@ class Receipt:
     timestamp: float
 
 
-ConnectionEvent = (QrCode | QrExhausted | Paired | Connected | Disconnected | LoggedOut
+ConnectionEvent = (QrCode | QrExhausted | Paired | Connected | Disconnected | Interrupted | LoggedOut
                    | Replaced | TemporaryBan | ConnectFailure | IncomingMessage | Receipt)
 
 EmitFn = Callable[[ConnectionEvent], None]
 
 
 class SendError(Exception):
-    """A send that did not go out. `retryable` sends stay in the outbox."""
+    """A send that failed. Three outcomes, because a resend can reach the recipient twice:
+    - `retryable`: provably nothing left (not connected, failed before the request); the
+      entry stays in the outbox and is tried again;
+    - `unconfirmed`: the request may have reached WhatsApp (no answer in time, the link
+      died mid-request); never resent by itself, reported as `unconfirmed`;
+    - neither: WhatsApp refused it; reported as failed."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, unconfirmed: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not unconfirmed
+        self.unconfirmed = unconfirmed
 
 
 class Connection(Protocol):
