@@ -64,6 +64,7 @@ class _Session:
         self.stopping = threading.Event()
         self.streaming = False                     # neonize's event loop runs (past the QR phase)
         self.pn_for_lid: PnForLid = lambda _user: ""    # the LID store, once the client exists
+        self.go_stopped = False                    # past Stop(): no more calls into the client
         self._send_lock = threading.Lock()
         self._send_lane = threading.Lock()         # one send in Go at a time (whatsmeow holds
                                                    # its messageSendLock anyway): STARTED then
@@ -103,9 +104,12 @@ class _Session:
                 self._in_callback -= 1
                 self._last_event = time.monotonic()
 
-    def _quiet_for(self, seconds: float) -> bool:
+    def _quiet_since(self, since: float, seconds: float) -> bool:
+        """No event handed over, and none in progress, for `seconds` (counted from `since`
+        at the earliest)."""
         with self._activity:
-            return self._in_callback == 0 and time.monotonic() - self._last_event >= seconds
+            return (self._in_callback == 0
+                    and time.monotonic() - max(self._last_event, since) >= seconds)
 
     # ---- commands --------------------------------------------------------------------------
 
@@ -168,14 +172,16 @@ class _Session:
         channel, 100 deep), and Stop() drops that queue: so first Disconnect (no new
         traffic; what is not acked yet WhatsApp sends again), let neonize's loop hand over
         what it holds until it has been quiet for DRAIN_QUIET s, then Stop()."""
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + grace - min(0.5, grace / 4)     # leave Stop() a moment
         if self.streaming:
             try:
                 self.client.disconnect()
             except Exception:
                 log.exception("disconnect before stop failed")
-            while time.monotonic() < deadline and not self._quiet_for(DRAIN_QUIET):
+            disconnected = time.monotonic()
+            while time.monotonic() < deadline and not self._quiet_since(disconnected, DRAIN_QUIET):
                 time.sleep(0.05)
+        self.go_stopped = True                      # Stop() removes the client from neonize's map
         self.client.stop()
 
 
@@ -217,7 +223,9 @@ def _make_client(cfg: dict, session: _Session, uuid: str) -> Any:
     client = _Client(db_path, props=props, uuid=uuid)
     client._stop_finalizer.detach()           # a GC'd client must never Stop() a live uuid
 
-    session.pn_for_lid = store_lookup(client)
+    lookup = store_lookup(client)
+    # After Stop() neonize has forgotten the client and a look-up would crash the process.
+    session.pn_for_lid = lambda lid_user: "" if session.go_stopped else lookup(lid_user)
 
     def on_event(client_: Any, ev: Any) -> None:   # a plain function: neonize holds methods weakly
         session.on_event(client_, ev)
