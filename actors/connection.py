@@ -54,8 +54,9 @@ class QrCode:
 @dataclasses.dataclass(frozen=True)
 class QrExhausted:
     """The QR login ended without a link (every code expired, or pairing failed). The
-    connection is over; `reason` says why, for people."""
-    reason: str = "QR code expired before it was scanned"
+    connection is over; `reason` says why, for people ("QR expired" when every code ran
+    out; a transport that knows better says so)."""
+    reason: str = "QR expired"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,14 @@ class LoggedOut:
     reason: str = "device removed"
     code: int = 401
     kind: str = "unlinked"
+
+    @property
+    def locked(self) -> bool:
+        return self.code == 403
+
+    @property
+    def banned(self) -> bool:
+        return self.code == 406
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +239,9 @@ class Connection(Protocol):
 
     def logout(self) -> Future:
         """Unlinks this device on WhatsApp's side; resolves to a LogoutResult (None from a
-        transport that always tells WhatsApp)."""
+        transport that always tells WhatsApp). A failed future also means WhatsApp was not
+        told: either way the session forgets its credentials and says the device may still
+        be listed on the phone."""
         ...
 
 
