@@ -6,7 +6,7 @@ A failed reply carries a wire error code, and only the code decides the outcome.
 
 A request has two phases, because a send that may have reached WhatsApp must never be
 reported as safe to resend (issue 8: the recipient would get it twice):
-  queued   until the child says STARTED: `start_timeout` s, then TIMEOUT (retryable; the
+  queued   until the child says STARTED: `command_timeout` s, then TIMEOUT (retryable; the
            child never starts a request after the "not_after" it was given, a little
            earlier); the child ending now: the given code (nothing left)
   started  in Go: `run_timeout` s (longer than whatsmeow's own 75 s), then UNCONFIRMED;
