@@ -116,17 +116,20 @@ class SimulatedConnection:
                                                retryable=False, unconfirmed=True))
 
     def _read_credentials(self) -> dict[str, Any] | None:
-        if self.company_dir is None:
-            return None
-        try:
-            data = json.loads((self.company_dir / CREDENTIALS_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_credentials(self.company_dir) if self.company_dir is not None else None
 
     def _write_credentials(self, device: _Device) -> None:
         if self.company_dir is not None:
             write_credentials(self.company_dir, {"device": device.id, "phone": device.phone})
+
+
+def read_credentials(company_dir: Path) -> dict[str, Any] | None:
+    """The device's credentials from the company's directory, None when it has none."""
+    try:
+        data = json.loads((company_dir / CREDENTIALS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_credentials(company_dir: Path, credentials: dict[str, Any]) -> None:

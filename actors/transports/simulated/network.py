@@ -111,6 +111,7 @@ class SimulatedNetwork:
             self._pair_phone.pop(company_id, None)
             conn._write_credentials(device)
             device.live, conn._device = conn, device
+            self._record(company_id)
             conn._emit(Paired(phone))
             if self._faults.setdefault(company_id, CompanyFaults()).take_pair_stall():
                 conn._state = "paired"      # whatsmeow's 515 restart failed: no event, ever
