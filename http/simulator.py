@@ -50,14 +50,28 @@ def scan(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]
     return ok(_simulated(lambda: ctx.network.scan(companyId, phone)))
 
 
+_SECONDS = {"type": "number", "minimum": 0, "maximum": 86400}
+_WITH_FIELDS = ("no-lid", "login", "logout")
+# One schema per kind of fault, so that a schema-valid body is always a valid fault.
+_FAULT_BODY = {"oneOf": [
+    body({"fault": {"type": "string", "enum": [f for f in FAULTS if f not in _WITH_FIELDS]}, "seconds": _SECONDS},
+         ["fault"]),
+    body({"fault": {"type": "string", "enum": ["no-lid"]}, "seconds": _SECONDS,
+          "phone": {**PHONE, "description": "the number that is not on WhatsApp (seconds 0: it is again)"}},
+         ["fault", "phone"]),
+    body({"fault": {"type": "string", "enum": ["login"]},
+          "outcome": {"type": "string", "enum": list(LOGIN_OUTCOMES), "description": "how the QR login ends"}},
+         ["fault", "outcome"]),
+    body({"fault": {"type": "string", "enum": ["logout"]},
+          "code": {"type": "integer", "enum": [401, 403, 406],
+                   "description": "unlinked (401, default), locked (403), banned (406)"}}, ["fault"]),
+]}
+
+
 @api.post("/api/simulator/companies/<companyId>/faults", access="admin",
           doc=op("Inject a fault (see actors/transports/simulated/faults.py); 404 for a company the simulator "
-                 "never saw", "Any", errors=(404,),
-                 body=body({"fault": {"type": "string", "enum": list(FAULTS)},
-                            "seconds": {"type": "number", "minimum": 0, "maximum": 86400},
-                            "phone": {**PHONE, "description": "no-lid: the number that is not on WhatsApp"},
-                            "outcome": {"type": "string", "enum": list(LOGIN_OUTCOMES),
-                                        "description": "login: how the QR login ends"}}, ["fault"])))
+                 "never saw, or one without what the fault needs (a live link, a QR code on screen)", "Any",
+                 errors=(404,), body=_FAULT_BODY))
 def fault(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Drop, refuse, slow down, interrupt, log out, ban or replace the company's connection, ..."""
     payload = json_body()
@@ -65,7 +79,9 @@ def fault(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any
     seconds = payload.get("seconds", 30)
     phone = field(payload, "phone", required=False, max_len=100)
     outcome = field(payload, "outcome", required=False, max_len=40)
-    return ok(_simulated(lambda: ctx.network.fault(companyId, kind, seconds, phone=phone, outcome=outcome)))
+    code = payload.get("code")
+    return ok(_simulated(lambda: ctx.network.fault(companyId, kind, seconds, phone=phone, outcome=outcome,
+                                                   code=code)))
 
 
 @api.post("/api/simulator/inbound", access="admin",

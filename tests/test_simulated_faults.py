@@ -11,7 +11,8 @@ import time
 import pytest
 
 from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut,
-                                           Paired, QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
+                                           PairingCode, Paired, QrCode, QrExhausted, Receipt, Replaced, SendError,
+                                           TemporaryBan)
 from switchboard.actors.payload import Text
 from switchboard.actors.phone import InvalidInput
 from switchboard.actors.transports.simulated import LOGIN_OUTCOMES, SimulatedNetwork, SimulatedTransport
@@ -100,6 +101,8 @@ def test_qr_codes_and_pairing_codes_are_shaped_like_whatsapps(world):
     assert all(len(key) == 44 and key.endswith("=") for key in (noise, identity, adv))   # 32 bytes, base64
     code = conn.pair_phone("79990001122").result(timeout=5)
     assert re.fullmatch(f"[{PAIR_ALPHABET}]{{4}}-[{PAIR_ALPHABET}]{{4}}", code)
+    # usable while the QR session lives: 2 + 2 x 1 s from the first code, not from the request
+    assert isinstance(code, PairingCode) and 0 < code.expires_in <= world.net.qr_window == 4.0
     assert world.net.scan("acme")["phone"] == "79990001122"          # the phone entered the code
 
 
@@ -210,7 +213,7 @@ def test_no_lid_found_is_not_on_whatsapp_and_not_retryable(world):
     failed = error_of(conn.send(JID, Text("anyone?")))
     assert not failed.retryable and not failed.unconfirmed
     assert "not on WhatsApp" in str(failed) and "no LID found" in str(failed)
-    assert getattr(failed, "code", "not_on_whatsapp") in ("not_on_whatsapp", "")
+    assert failed.code == SendError.NOT_ON_WHATSAPP
     assert world.net.messages("79001234567") == []
     world.net.fault("acme", "no-lid", seconds=0, phone="79001234567")
     assert conn.send(JID, Text("now")).result(timeout=5)
@@ -277,3 +280,27 @@ def wait_dead(conn, timeout: float = 5.0) -> bool:
     while conn.alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     return not conn.alive()
+
+
+@pytest.mark.parametrize("code, kind", [(401, "unlinked"), (403, "locked"), (406, "banned")])
+def test_logged_out_says_unlinked_locked_or_banned(world, code, kind):
+    conn, events = world.linked()
+    world.net.fault("acme", "logout", code=code)
+    ended = next_event(events, LoggedOut)
+    assert (ended.code, ended.kind) == (code, kind)
+    with pytest.raises(InvalidInput):
+        world.net.fault("acme", "logout", code=500)
+
+
+def test_logout_tells_whatsapp_only_over_a_live_link(world):
+    conn, events = world.linked()
+    world.net.fault("acme", "interrupt", seconds=30)
+    next_event(events, Interrupted)
+    result = conn.logout().result(timeout=5)
+    assert not result.told_whatsapp and "not told" in result.reason
+    assert conn.alive() and world.net.connections()["accounts"][PHONE]["devices"] == 1   # still listed
+    conn.close().result(timeout=5)
+    conn, events = world.open()
+    next_event(events, Connected)
+    assert conn.logout().result(timeout=5).told_whatsapp
+    assert wait_dead(conn) and PHONE not in world.net.connections()["accounts"]

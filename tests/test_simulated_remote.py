@@ -159,7 +159,7 @@ def test_an_unreachable_service_is_unreachable(tmp_path):
 def test_own_logout_ends_the_link_without_an_event_and_unlinks_the_device(service, transports, tmp_path):
     transport = transports(service)
     conn, events = linked(service, transport, tmp_path)
-    assert conn.logout().result(timeout=5) is None
+    assert conn.logout().result(timeout=5).told_whatsapp
     conn.close().result(timeout=5)
     assert no_event(events, Disconnected, 0.2)
     assert service.net.live_count("acme") == 0

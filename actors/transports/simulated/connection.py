@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...connection import ConnectionEvent, EmitFn, IncomingMessage, SendError
+from ...connection import ConnectionEvent, EmitFn, IncomingMessage, PairingCode, SendError
 from ...payload import Payload
 from ...phone import normalize_phone
 from . import codes
@@ -36,6 +36,7 @@ class SimulatedConnection:
         self._unanswered: set[Future] = set()     # sends WhatsApp has not answered yet
         self._qr = ""
         self._qr_expires = 0.0
+        self._qr_started = 0.0
 
     def open(self) -> None:
         with self.network._lock:
@@ -71,13 +72,16 @@ class SimulatedConnection:
                 future.set_exception(SendError("pairing needs a QR session in progress", retryable=False))
                 return future
             self.network._pair_phone[self.company_id] = normalize_phone(phone)
-        future.set_result(codes.pairing_code())
+            # The code lives as long as the QR socket: whatsmeow's window runs from connect.
+            left = self.network.qr_window - (self.network._clock() - self._qr_started)
+        future.set_result(PairingCode(codes.pairing_code(), round(max(0.0, left), 3)))
         return future
 
     def logout(self) -> Future:
+        """Unlinks the device when the link is up; otherwise WhatsApp is not told (the
+        phone keeps listing the device) and the result says so."""
         future: Future = Future()
-        self.network._logout(self)
-        future.set_result(None)
+        future.set_result(self.network._logout(self))
         return future
 
     # ---- called by the network with its lock held -------------------------------

@@ -8,7 +8,9 @@ Each one reproduces something real WhatsApp (whatsmeow, through neonize) does to
 - slow        `seconds` before a send's answer; at or past whatsmeow's 75 s deadline
               (`ack_deadline`) the answer never comes and the send fails as unconfirmed
               (the message did reach the recipient: a resend would be a duplicate)
-- logout      the phone removes the device (LoggedOut; the credentials are dead)
+- logout      WhatsApp ends the device's session (LoggedOut; the credentials are dead):
+              `code` 401 the phone unlinked it (default), 403 the account is locked,
+              406 the account is banned
 - ban         a temporary ban for `seconds` (TemporaryBan now and on every connect)
 - replace     another client opens the same credentials (Replaced, 440)
 - interrupt   the socket drops and whatsmeow reconnects in the same process: Interrupted
@@ -29,7 +31,7 @@ import dataclasses
 import math
 from typing import Any
 
-from ...connection import Cause, ConnectionEvent, Disconnected, QrExhausted, SendError
+from ...connection import Cause, ConnectionEvent, Disconnected, LoggedOut, QrExhausted, SendError
 from ...phone import InvalidInput
 
 FAULTS = ("drop", "refuse", "latency", "slow", "logout", "ban", "replace", "interrupt", "blackhole", "no-lid",
@@ -65,6 +67,24 @@ def event(cls: type, **values: Any) -> ConnectionEvent:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+LOGOUT_CODES = {401: ("unlinked", "device removed from the phone (simulated)"),
+                403: ("locked", "the account is locked (simulated 403)"),
+                406: ("banned", "the account is banned (simulated 406)")}
+
+
+def check_logout_code(code: Any) -> int:
+    if code is None:
+        return 401
+    if isinstance(code, bool) or code not in LOGOUT_CODES:
+        raise InvalidInput("code must be 401, 403 or 406")
+    return int(code)
+
+
+def logged_out(code: int) -> ConnectionEvent:
+    kind, reason = LOGOUT_CODES[code]
+    return event(LoggedOut, reason=reason, code=code, kind=kind)
+
+
 def login_failure(outcome: str) -> ConnectionEvent | None:
     """The event a QR login that ends with whatsmeow's `outcome` gives (qrchan.go). None:
     the login goes on (scanned without multi-device keeps the same code valid)."""
@@ -85,7 +105,4 @@ def login_failure(outcome: str) -> ConnectionEvent | None:
 def not_on_whatsapp(jid: str) -> SendError:
     """whatsmeow's error for a number without a LID (not on WhatsApp), never retryable."""
     message = f"number not on WhatsApp: no LID found for {jid} from server"
-    code = getattr(SendError, "NOT_ON_WHATSAPP", None)
-    if code is not None:
-        return SendError(message, retryable=False, code=code)
-    return SendError(message, retryable=False)
+    return SendError(message, retryable=False, code=SendError.NOT_ON_WHATSAPP)

@@ -27,13 +27,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut, Paired,
+from ...connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut, LogoutResult, Paired,
                           QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from ...payload import Payload, Text
 from ...phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from ...scheduler import Scheduler
 from . import codes
-from .faults import FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_seconds, event, login_failure, not_on_whatsapp
+from .faults import (FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_logout_code, check_seconds, event, logged_out,
+                     login_failure, not_on_whatsapp)
 from .store import DeviceStore
 
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class SimulatedNetwork:
         if self._store is not None:
             self._load()
 
+    @property
+    def qr_window(self) -> float:
+        """Seconds a QR session lasts from its first code (whatsmeow: 60 + 5 x 20 = 160)."""
+        return self.qr_first + (self.qr_count - 1) * self.qr_next
+
     # ---- the phone's side and the control API -------------------------------------
 
     def scan(self, company_id: str, phone: str | None = None) -> dict[str, Any]:
@@ -121,7 +127,7 @@ class SimulatedNetwork:
             return {"companyId": company_id, "phone": phone, "device": device.id}
 
     def fault(self, company_id: str, fault: str, seconds: float = 30.0, *, phone: str | None = None,
-              outcome: str | None = None) -> dict[str, Any]:
+              outcome: str | None = None, code: int | None = None) -> dict[str, Any]:
         """Inject a fault (faults.FAULTS says what each does). LookupError for a company
         the network never saw, or one without what the fault needs."""
         if fault not in FAULTS:
@@ -131,6 +137,8 @@ class SimulatedNetwork:
             phone = normalize_phone(phone)
         if fault == "login" and outcome not in LOGIN_OUTCOMES:
             raise InvalidInput(f"outcome must be one of {', '.join(LOGIN_OUTCOMES)}")
+        if fault == "logout":
+            code = check_logout_code(code)
         with self._lock:
             if company_id not in self._known:
                 raise LookupError(f"company {company_id!r} never connected to the simulator")
@@ -177,7 +185,8 @@ class SimulatedNetwork:
             elif fault == "logout":
                 self._remove(device)
                 if device.live:
-                    device.live._die(LoggedOut("device removed from the phone (simulated)"))
+                    device.live._die(logged_out(code))
+                answer["code"] = code
             elif fault == "replace":
                 if device.live:
                     device.live._die(Replaced())
@@ -304,6 +313,8 @@ class SimulatedNetwork:
                 del self._pending_qr[conn.company_id]
                 conn._die(QrExhausted())
                 return
+            if n == 0:
+                conn._qr_started = self._clock()
             lifetime = self.qr_first if n == 0 else self.qr_next
             conn._qr = codes.qr_payload()
             conn._qr_expires = self._clock() + lifetime
@@ -471,11 +482,14 @@ class SimulatedNetwork:
             self._store.save_device(device.id, device.company_id, device.phone, True)
             self._store.drop_held(device.id)
 
-    def _logout(self, conn: SimulatedConnection) -> None:
+    def _logout(self, conn: SimulatedConnection) -> LogoutResult:
         with self._lock:
-            if conn._device is not None and conn._device.live is conn:
-                self._remove(conn._device)
+            device = conn._device
+            if conn._state != "connected" or device is None or device.live is not conn:
+                return LogoutResult(False, "not connected: WhatsApp was not told, the phone still lists the device")
+            self._remove(device)
             conn._die(None)
+            return LogoutResult(True)
 
     def _message_id(self) -> str:
         return codes.message_id(next(self._ids))

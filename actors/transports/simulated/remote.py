@@ -266,11 +266,12 @@ class RemoteConnection:
             return
         if "error" in message:
             future.set_exception(wire.decode_error(message["error"]))
-        else:
-            if op == "logout":
-                with self._guard:
-                    self._over = True      # our own logout: the socket closes next, and that is no news
-            future.set_result(message.get("ok"))
+            return
+        result = wire.decode_result(op, message.get("ok"))
+        if op == "logout" and getattr(result, "told_whatsapp", False):
+            with self._guard:
+                self._over = True          # our own logout: the socket closes next, and that is no news
+        future.set_result(result)
 
 
 def _failed(error: Exception) -> Future:

@@ -59,7 +59,10 @@ class ServiceLink(SimulatedConnection):
 
     def logout(self) -> Future:
         self._defer_close = True           # the reply goes out first, then the socket closes
-        return super().logout()
+        try:
+            return super().logout()
+        finally:
+            self._defer_close = False
 
     def _read_credentials(self) -> dict[str, Any] | None:
         return self._credentials
@@ -178,7 +181,8 @@ class LinkServer:
         elif op == "logout":
             future = link.logout()
             self._reply(link, req, future)
-            link._send(None)
+            if future.result().told_whatsapp:
+                link._send(None)          # unlinked: the socket closes after the answer
         else:
             raise wire.ProtocolError(f"unknown op {op!r}")
 
@@ -188,5 +192,5 @@ class LinkServer:
         def answer(done: Future) -> None:
             error = done.exception()
             link._send({"op": "reply", "req": req, **({"error": wire.encode_error(error)} if error is not None
-                                                        else {"ok": done.result()})})
+                                                        else {"ok": wire.encode_result(done.result())})})
         future.add_done_callback(answer)

@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from ... import connection as contract
-from ...connection import Cause, ConnectionEvent, SendError
+from ...connection import Cause, ConnectionEvent, LogoutResult, PairingCode, SendError
 
 VERSION = 1
 MAX_LINE = 4 * 1024 * 1024
@@ -87,7 +87,7 @@ def decode_event(message: dict[str, Any]) -> ConnectionEvent:
 def encode_error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, SendError):
         return {"message": str(exc), "retryable": exc.retryable, "unconfirmed": exc.unconfirmed,
-                "code": getattr(exc, "code", "")}
+                "code": exc.code}
     return {"message": str(exc) or type(exc).__name__, "retryable": False, "unconfirmed": False, "code": ""}
 
 
@@ -96,7 +96,22 @@ def decode_error(error: Any) -> SendError:
         return SendError("the simulator answered with a malformed error", retryable=False)
     message = str(error.get("message", "error"))
     retryable, unconfirmed = bool(error.get("retryable")), bool(error.get("unconfirmed"))
-    code = error.get("code") or ""
-    if code and "code" in SendError.__init__.__code__.co_varnames:
-        return SendError(message, retryable=retryable, unconfirmed=unconfirmed, code=code)
-    return SendError(message, retryable=retryable, unconfirmed=unconfirmed)
+    return SendError(message, retryable=retryable, unconfirmed=unconfirmed, code=str(error.get("code") or ""))
+
+
+def encode_result(value: Any) -> Any:
+    """A command's result as JSON: a pairing code keeps its expiry, a logout says whether
+    WhatsApp was told."""
+    if isinstance(value, PairingCode):
+        return {"pairingCode": str(value), "expiresIn": value.expires_in}
+    if isinstance(value, LogoutResult):
+        return {"toldWhatsapp": value.told_whatsapp, "reason": value.reason}
+    return value
+
+
+def decode_result(op: str, value: Any) -> Any:
+    if op == "pair" and isinstance(value, dict):
+        return PairingCode(str(value.get("pairingCode", "")), float(value.get("expiresIn", 0)))
+    if op == "logout" and isinstance(value, dict):
+        return LogoutResult(bool(value.get("toldWhatsapp")), str(value.get("reason", "")))
+    return value
