@@ -130,3 +130,25 @@ def test_sigkill_serve_then_restart_reconnects_every_company_without_a_qr(simula
         assert held
     finally:
         assert again.stop()[0] == 0
+
+
+def test_a_killed_simulator_comes_back_and_the_gateway_reconnects_without_a_qr(tmp_path):
+    import socket
+    with socket.socket() as probe:                 # a port for the service to have again after its restart
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sim = SimulatorProcess(tmp_path / "sim", "--port", str(port))
+    gateway = serve_linked(tmp_path / "gw", sim, WHATSAPP_RECONNECT_BASE_DELAY="100",
+                           WHATSAPP_RECONNECT_MAX_DELAY="500", WHATSAPP_MAX_RECONNECT_ATTEMPTS="100")
+    try:
+        http = Http(gateway.url, GATEWAY_KEY)
+        link_company(http, sim, "acme", "79990001122")
+        sim.proc.send_signal(signal.SIGKILL)
+        sim.stop()
+        assert wait_until(lambda: status(http, "acme")["status"] == "reconnecting", timeout=10), status(http, "acme")
+        sim = SimulatorProcess(tmp_path / "sim", "--port", str(port))     # its links on a new port: asked again
+        assert wait_until(lambda: status(http, "acme")["status"] == "connected", timeout=20), status(http, "acme")
+        assert sim.client.connections()["companies"]["acme"]["maxSeen"] == 1
+    finally:
+        assert gateway.stop()[0] == 0
+        sim.stop()
