@@ -73,3 +73,34 @@ def serve_linked(data_dir: Path, simulator: SimulatorProcess, *args: str, **env:
     """`switchboard serve --transport simulated --simulator-url ...` on a free port."""
     return Served(data_dir, "--transport", "simulated", "--simulator-url", simulator.url, *args,
                   env=clean_env(SWITCHBOARD_ADMIN_KEY=GATEWAY_KEY, **env))
+
+
+class ServiceInThread:
+    """The service's parts in this process (network, link server, control API on a free
+    port): what `switchboard simulator` runs, without a process to start. `url` is what a
+    gateway's `--simulator-url` would be; `net` is the network itself, for direct control."""
+
+    def __init__(self, data_dir: Path | None = None, **network_options) -> None:
+        from switchboard.actors.transports.simulated import SimulatedNetwork
+        from switchboard.actors.transports.simulated.service import LinkServer
+        from switchboard.http.server import GracefulServer
+        from switchboard.http.simulator import make_service_app
+
+        options = {"qr_first": 5.0, "qr_next": 2.0, "qr_count": 3, **network_options}
+        self.net = SimulatedNetwork(data_dir=data_dir, **options)
+        self.links = LinkServer(self.net).start()
+        app = make_service_app(self.net, SIMULATOR_KEY, ("127.0.0.1", self.links.port), data_dir or Path("/nonexistent"))
+        self.server = GracefulServer(app, host="127.0.0.1", port=0, threads=4, drain_timeout=2).start_in_thread()
+        self.url = self.server.url
+        self.client = SimulatorClient(self.url, SIMULATOR_KEY)
+
+    def stop(self) -> None:
+        self.server.shutdown(wait=True)
+        self.links.stop()
+        self.net.close()
+
+    def __enter__(self) -> ServiceInThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
