@@ -236,11 +236,13 @@ class RemoteConnection:
                 future.set_exception(SendError("the link closed before the simulator answered", retryable=False,
                                                unconfirmed=True) if op == "send"
                                      else SendError("the link to the simulator closed", retryable=True))
-        if not said_enough:
-            self._emit(last)
-        self.transport._done(self)
-        if not self._gone.done():
-            self._gone.set_result(None)
+        try:
+            if not said_enough:
+                self._emit(last)
+        finally:
+            self.transport._done(self)
+            if not self._gone.done():
+                self._gone.set_result(None)
 
     # ---- commands ---------------------------------------------------------------------
 
