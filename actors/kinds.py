@@ -13,6 +13,7 @@ class EventKind(str, enum.Enum):
     # a session's traffic and lifecycle
     MESSAGE = "message"                 # an incoming message
     RECEIPT = "receipt"                 # delivered / read / played, for messages we sent
+    MESSAGE_STATUS = "message.status"   # a sent message's status changed (queued, sent, delivered, read, ...)
     SENT = "message.sent"               # WhatsApp took a send
     FAILED = "message.failed"           # a send failed for good
     STATE = "state"                     # the lifecycle state changed (or a retry was scheduled)
@@ -37,3 +38,4 @@ LOGGED = frozenset({EventKind.STATE, EventKind.SPAWNED, EventKind.CRASHED, Event
 WEBHOOK_DEFAULT = (EventKind.MESSAGE, EventKind.STATE, EventKind.QR, EventKind.PAIRED, EventKind.SENT,
                    EventKind.FAILED, EventKind.RECEIPT)
 NAMES = frozenset(kind.value for kind in EventKind)
+WEBHOOK_DEFAULT += (EventKind.MESSAGE_STATUS,)     # issue 13: each sent message's status

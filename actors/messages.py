@@ -75,12 +75,19 @@ class DiscardOutbox:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class GetMessageStatus:
+    """A sent message's status (statuses.py), by the id the send returned; None if unknown."""
+    id: str
+
+
 # A handle's method name -> the command it sends (the embedding API and the HTTP layer use these names).
 COMMANDS: dict[str, type] = {"start": Start, "stop": Stop, "reconnect": Reconnect, "logout": Logout,
                              "send": Send, "pair_phone": PairPhone, "status": GetStatus, "qr": GetQr,
-                             "diagnostics": Diagnose, "discard_outbox": DiscardOutbox}
+                             "diagnostics": Diagnose, "discard_outbox": DiscardOutbox,
+                             "message_status": GetMessageStatus}
 # Commands that only read: the actor answers them without republishing its status.
-QUERIES = (GetStatus, GetQr, Diagnose)
+QUERIES = (GetStatus, GetQr, Diagnose, GetMessageStatus)
 
 # ---- told by the connection, the send path and the owner ---------------------------------------
 

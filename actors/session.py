@@ -36,6 +36,7 @@ from .record import SessionRecord
 from .retries import Retries
 from .sending import Outcome, SendQueue, check_key
 from .state import SessionState
+from .statuses import MessageStatuses
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class SessionActor(pykka.ThreadingActor):
         self._queue: SendQueue | None = None
         self._inbound: Inbound | None = None
         self._record: SessionRecord | None = None
+        self._statuses: MessageStatuses | None = None
 
     # ---- the actor's own lifecycle ---------------------------------------------------------
 
@@ -78,6 +80,8 @@ class SessionActor(pykka.ThreadingActor):
             self._s.inbound = self._inbound = Inbound(
                 self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
+            self._statuses = MessageStatuses(self._dir / "message-status.jsonl",
+                                             lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._s.phone = record.phone
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
@@ -117,6 +121,8 @@ class SessionActor(pykka.ThreadingActor):
             self._queue.close(self._s.state)
         if self._inbound is not None:
             self._inbound.close()
+        if self._statuses is not None:
+            self._statuses.close()
 
     def _report_exit(self, normal: bool, reason: str, tb: str | None = None) -> None:
         if self._exit_reported or self._supervisor is None:
@@ -200,12 +206,14 @@ class SessionActor(pykka.ThreadingActor):
         self._queue.check_room(self._s.state)
         self._limiter.acquire(phone)
         receipt = self._queue.accept(phone, payload, key, connected=self._s.state == "connected")
+        self._statuses.queued(receipt.id, phone)
         self._pump()
         return receipt
 
     def _do_discard_outbox(self, cmd: m.DiscardOutbox) -> int:
         ids = self._queue.discard(cmd.reason, self._s.state)
         for entry_id in ids:
+            self._statuses.failed(entry_id, cmd.reason)
             self._ctx.publish(self.company_id, EventKind.FAILED, {"id": entry_id, "error": cmd.reason})
         return len(ids)
 
@@ -400,12 +408,17 @@ class SessionActor(pykka.ThreadingActor):
             self._pump()
 
     def _publish_outcome(self, outcome: Outcome) -> None:
+        self._statuses.outcome(outcome)
         if outcome.sent is not None:
             self._ctx.publish(self.company_id, EventKind.SENT, {"id": outcome.entry_id, "messageId": outcome.sent})
         elif outcome.failed is not None:
             self._ctx.publish(self.company_id, EventKind.FAILED, {"id": outcome.entry_id, "error": outcome.failed})
         elif outcome.retry_in is not None:
             self._ctx.scheduler.call_later(outcome.retry_in, self._tell, m.PumpDue(self._link.generation))
+
+    def _on_receipt(self, event: Receipt) -> None:
+        self._inbound.receipt(event)
+        self._statuses.receipt(event)
 
     # ---- state and status -------------------------------------------------------------------------
 
@@ -434,5 +447,6 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
 _EVENTS: dict[type, Callable[[SessionActor, Any], None]] = {
     QrCode: SessionActor._on_qr, Paired: SessionActor._on_paired, Connected: SessionActor._on_connected,
     IncomingMessage: lambda actor, event: actor._inbound.message(event),
-    Receipt: lambda actor, event: actor._inbound.receipt(event),
+    Receipt: lambda actor, event: actor._on_receipt(event),
 }
+_HANDLERS[m.GetMessageStatus] = lambda actor, query: actor._statuses.get(query.id)

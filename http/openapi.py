@@ -119,6 +119,18 @@ SCHEMAS: dict[str, Any] = {
     "Revoked": _ok({"id": {"type": "string"}, "revoked": {"type": "boolean"}}, ["revoked"]),
     "Any": _ok({}),
 }
+MESSAGE_REF = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$", "minLength": 1, "maxLength": 128,
+               "description": "the id the send returned (or WhatsApp's messageId)"}
+_ISO = {**NULLABLE_STRING, "format": "date-time"}
+MESSAGE_STATUS_PROPS = {
+    "id": {"type": "string"}, "to": {"type": "string"}, "companyId": COMPANY_ID,
+    "messageId": {**NULLABLE_STRING, "description": "WhatsApp's message id once sent"},
+    "status": {"type": "string", "enum": ["queued", "sent", "delivered", "read", "failed", "unconfirmed"]},
+    "error": NULLABLE_STRING, "updatedAt": _ISO,
+    "history": {"type": "object", "description": "when each status was reached",
+                "additionalProperties": {"type": "string", "format": "date-time"}},
+}
+SCHEMAS["MessageStatus"] = _ok(MESSAGE_STATUS_PROPS, ["id", "status", "messageId"])
 
 ERROR_TEXT = {
     400: "invalid input (nothing was changed)", 401: "API key missing or wrong",
@@ -210,7 +222,7 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 EMPTY_BODY = {"type": "object", "description": "optional; ignored"}
 
-_PATH_PARAMETER = {"companyId": COMPANY_ID, "phone": PHONE}
+_PATH_PARAMETER = {"companyId": COMPANY_ID, "phone": PHONE, "messageRef": MESSAGE_REF}
 _KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 
 

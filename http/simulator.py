@@ -117,6 +117,20 @@ def phone_messages(ctx: AppState, _principal: Principal, phone: str) -> dict[str
     return ok({"phone": phone, "messages": received, "total": len(received)})
 
 
+@api.post("/api/simulator/phones/<phone>/read", access="admin",
+          doc=op("The phone reads (or plays) a message it received: the sender gets the receipt", "Any",
+                 errors=(400, 404),
+                 body=body({"id": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "kind": {"type": "string", "enum": ["read", "played"]}}, ["id"])))
+def phone_read(ctx: AppState, _principal: Principal, phone: str) -> dict[str, Any]:
+    """A read (or played) receipt for a message the phone received."""
+    phone = normalize_phone(phone)
+    payload = json_body()
+    message_id = field(payload, "id", max_len=200)
+    kind = field(payload, "kind", required=False, max_len=10) or "read"
+    return ok(_simulated(lambda: ctx.network.read(phone, message_id, kind)))
+
+
 @api.get("/api/simulator/connections", access="admin",
          doc=op("Live connections per company and account, and the most seen at once", "Any"))
 def connections(ctx: AppState, _principal: Principal) -> dict[str, Any]:

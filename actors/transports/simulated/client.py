@@ -59,6 +59,9 @@ class SimulatorClient:
     def messages(self, phone: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/simulator/phones/{_q(phone)}/messages")["messages"]
 
+    def read(self, phone: str, message_id: str, kind: str = "read") -> dict[str, Any]:
+        return self._call("POST", f"/api/simulator/phones/{_q(phone)}/read", {"id": message_id, "kind": kind})
+
     def connections(self) -> dict[str, Any]:
         return self._call("GET", "/api/simulator/connections")
 

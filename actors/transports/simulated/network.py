@@ -217,6 +217,21 @@ class SimulatedNetwork:
             self._deliver(device, message)
             return message.id
 
+    def read(self, phone: str, message_id: str, kind: str = "read") -> dict[str, Any]:
+        """The phone `phone` reads (or, `kind` "played", plays) a message it received: the
+        sender's live connection gets the receipt, as WhatsApp sends it (issue 13)."""
+        phone = normalize_phone(phone)
+        if kind not in ("read", "played"):
+            raise InvalidInput("kind must be read or played")
+        with self._lock:
+            record = next((r for r in self._received.get(phone, ()) if r.get("id") == message_id), None)
+            if record is None:
+                raise LookupError(f"{phone} received no message {message_id!r}")
+            sent_by = [d for d in self._by_phone.get(record["from"], ()) if not d.removed and d.live is not None]
+            for device in sent_by:
+                device.live._emit(Receipt((message_id,), f"{phone}@{USER_SERVER}", kind, time.time()))
+            return {"phone": phone, "id": message_id, "receipt": kind, "told": len(sent_by)}
+
     def phone_for_lid(self, lid: str) -> str | None:
         """What neonize's LID store answers for `<lid>@lid` (None: no mapping known)."""
         with self._lock:
