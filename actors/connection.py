@@ -147,6 +147,15 @@ class IncomingMessage:
     timestamp: float          # Unix seconds
     push_name: str = ""
     is_group: bool = False
+    # issue 13 (identity, groups): optional, so a transport that knows less still works.
+    participant: str = ""     # a group message's sender JID (phone or LID form); "" for 1:1
+    lid: str = ""             # the sender's LID JID (`<digits>@lid`), when known
+
+    def details(self) -> dict:
+        """What the event shows beyond the basic fields: the sender in both forms and, in a
+        group, the participant."""
+        return {"phoneJid": f"{self.phone}@s.whatsapp.net" if self.phone else None, "lid": self.lid or None,
+                "participant": self.participant or None}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,7 +58,8 @@ class Inbound:
         self.received += 1
         self._publish(EventKind.MESSAGE, {
             "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
-            "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group})
+            "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group,
+            **message.details()})
 
     def receipt(self, receipt: Receipt) -> None:
         self._publish(EventKind.RECEIPT, {"messageIds": list(receipt.message_ids), "chat": receipt.chat,

@@ -31,6 +31,7 @@ class SendReceipt:
     queued: bool
     message_id: str | None = None
     delivered: Future = dataclasses.field(default_factory=Future, repr=False)
+    lid: str = ""                    # the recipient's LID JID, when the company's mapping knows it (issue 13)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "to": self.to, "queued": self.queued, "messageId": self.message_id,
@@ -88,11 +89,13 @@ class SendQueue:
             raise SessionUnavailable(f"outbox full: {len(self._outbox)} messages wait for the connection",
                                      state=state, retry_after_ms=5000)
 
-    def accept(self, phone: str, payload: Payload, key: str | None, *, connected: bool) -> SendReceipt:
+    def accept(self, phone: str, payload: Payload, key: str | None, *, connected: bool,
+               jid: str | None = None) -> SendReceipt:
         """Store the send to `phone` (normalised digits) durably, or raise OutboxUnavailable
         and keep nothing."""
         # `phone` is already normalised digits (the actor checked it): no second parse.
-        entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=f"{phone}@{USER_SERVER}", payload=payload, key=key)
+        entry = OutboxEntry(id=Outbox.new_id(), to=phone, jid=jid or f"{phone}@{USER_SERVER}", payload=payload,
+                            key=key)
         try:
             self._outbox.add(entry)
         except OSError as exc:

@@ -37,6 +37,8 @@ from .retries import Retries
 from .sending import Outcome, SendQueue, check_key
 from .state import SessionState
 from .statuses import MessageStatuses
+from .identities import Identities, complete
+from .recipients import parse_recipient
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class SessionActor(pykka.ThreadingActor):
         self._inbound: Inbound | None = None
         self._record: SessionRecord | None = None
         self._statuses: MessageStatuses | None = None
+        self._identities: Identities | None = None
 
     # ---- the actor's own lifecycle ---------------------------------------------------------
 
@@ -82,6 +85,7 @@ class SessionActor(pykka.ThreadingActor):
             self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
             self._statuses = MessageStatuses(self._dir / "message-status.jsonl",
                                              lambda kind, data: self._ctx.publish(self.company_id, kind, data))
+            self._identities = Identities(self._dir / "identities.jsonl")
             self._s.phone = record.phone
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
@@ -123,6 +127,8 @@ class SessionActor(pykka.ThreadingActor):
             self._inbound.close()
         if self._statuses is not None:
             self._statuses.close()
+        if self._identities is not None:
+            self._identities.close()
 
     def _report_exit(self, normal: bool, reason: str, tb: str | None = None) -> None:
         if self._exit_reported or self._supervisor is None:
@@ -194,18 +200,21 @@ class SessionActor(pykka.ThreadingActor):
         return _STATUS
 
     def _do_send(self, cmd: m.Send) -> Any:
-        phone = normalize_phone(cmd.to)
+        recipient = parse_recipient(cmd.to)      # a phone number or a group (issue 13)
+        phone = recipient.to
         payload = cmd.message if not isinstance(cmd.message, str) else Text.of(cmd.message)
         key = check_key(cmd.idempotency_key)
         known = self._queue.known(phone, payload, key)
         if known is not None:
+            known.lid = self._lid_of(recipient)
             return known
         if not accepts_sends(self._s.state):
             raise SessionUnavailable(refusal(self._s.state, self._s.error), state=self._s.state,
                                      retry_after_ms=self._retries.retry_after_ms() if self._s.state == "banned" else None)
         self._queue.check_room(self._s.state)
         self._limiter.acquire(phone)
-        receipt = self._queue.accept(phone, payload, key, connected=self._s.state == "connected")
+        receipt = self._queue.accept(phone, payload, key, connected=self._s.state == "connected", jid=recipient.jid)
+        receipt.lid = self._lid_of(recipient)
         self._statuses.queued(receipt.id, phone)
         self._pump()
         return receipt
@@ -416,6 +425,13 @@ class SessionActor(pykka.ThreadingActor):
         elif outcome.retry_in is not None:
             self._ctx.scheduler.call_later(outcome.retry_in, self._tell, m.PumpDue(self._link.generation))
 
+    def _lid_of(self, recipient) -> str:
+        lid = "" if recipient.is_group else self._identities.lid_for(recipient.to)
+        return f"{lid}@lid" if lid else ""
+
+    def _on_incoming(self, event: IncomingMessage) -> None:
+        self._inbound.message(complete(self._identities, event))
+
     def _on_receipt(self, event: Receipt) -> None:
         self._inbound.receipt(event)
         self._statuses.receipt(event)
@@ -446,7 +462,7 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
 # Connection events that do not end the connection; every other one goes by the policy table.
 _EVENTS: dict[type, Callable[[SessionActor, Any], None]] = {
     QrCode: SessionActor._on_qr, Paired: SessionActor._on_paired, Connected: SessionActor._on_connected,
-    IncomingMessage: lambda actor, event: actor._inbound.message(event),
+    IncomingMessage: lambda actor, event: actor._on_incoming(event),
     Receipt: lambda actor, event: actor._on_receipt(event),
 }
 _HANDLERS[m.GetMessageStatus] = lambda actor, query: actor._statuses.get(query.id)

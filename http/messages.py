@@ -15,7 +15,7 @@ from switchboard.actors.phone import validate_company_id
 from switchboard.actors.errors import SessionUnavailable
 
 from .auth import Principal
-from .openapi import COMPANY_ID, MESSAGE, PHONE, body, op, response
+from .openapi import COMPANY_ID, MESSAGE, PHONE, RECIPIENT, body, op, response
 from .plumbing import ApiError, Routes, check_visible, json_body, ok, string
 from .state import AppState
 
@@ -32,7 +32,7 @@ def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
     waits in the outbox (reconnecting, or no ack within send_wait)."""
     receipt = ctx.ask(ctx.handle(company_id), "send", to, text,
                       idempotency_key=request.environ.get("HTTP_IDEMPOTENCY_KEY"))
-    base = {"id": receipt.id, "to": receipt.to, "companyId": company_id}
+    base = {"id": receipt.id, "to": receipt.to, "companyId": company_id, **recipient_forms(receipt)}
     queued = {**base, "queued": True, "messageId": None, "status": "queued"}
     if receipt.queued and receipt.message_id is None:
         return ok(queued, 202)
@@ -47,6 +47,13 @@ def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
     return ok({**base, "queued": False, "messageId": message_id, "status": "sent"})
 
 
+def recipient_forms(receipt: Any) -> dict[str, Any]:
+    """The recipient in both forms (issue 13): its JID, and its LID when the company knows it."""
+    to = receipt.to
+    jid = to if "@" in to else f"{to}@s.whatsapp.net"
+    return {"jid": jid, "lid": getattr(receipt, "lid", "") or None}
+
+
 def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]:
     payload = json_body()
     return send(ctx, company_id, string(payload, recipient), string(payload, "message"))
@@ -54,7 +61,7 @@ def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]
 
 @api.post("/api/whatsapp/sessions/<companyId>/messages",
           doc=op("Send a text message (recipient in `to`)", "Sent", errors=_ERRORS, params=[_IDEMPOTENCY],
-                 extra=_QUEUED, body=body({"to": PHONE, "message": MESSAGE}, ["to", "message"]),
+                 extra=_QUEUED, body=body({"to": RECIPIENT, "message": MESSAGE}, ["to", "message"]),
                  description="200 with messageId once WhatsApp took it; 202 queued when the session is "
                              "reconnecting (delivered in order once connected)"))
 def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:

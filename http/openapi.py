@@ -26,6 +26,8 @@ PHONE = {"type": "string", "maxLength": 100, "example": "79001234567",
          "description": "7-15 digits, written with +, spaces, dashes, parentheses, or as a JID "
                         "(79001234567@s.whatsapp.net)"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
+RECIPIENT = {**PHONE, "pattern": PHONE["pattern"][:-2] + r"|[0-9]{5,20}(-[0-9]{5,15})?@g\.us)$",
+             "description": PHONE["description"] + "; or a group's JID (120363012345678901@g.us)"}
 MESSAGE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S",
            "description": "the text; not only whitespace"}
 
@@ -64,7 +66,9 @@ QR_PROPS = {
 }
 SEND_PROPS = {
     "id": {"type": "string", "description": "the outbox id of this send"},
-    "to": {"type": "string", "description": "the recipient's digits"},
+    "to": {"type": "string", "description": "the recipient's digits (a group: its JID)"},
+    "jid": {"type": "string", "description": "the recipient's JID"},
+    "lid": {**NULLABLE_STRING, "description": "the recipient's LID (`digits@lid`) when the company has seen it"},
     "companyId": COMPANY_ID,
     "queued": {"type": "boolean"},
     "messageId": {**NULLABLE_STRING, "description": "WhatsApp's message id once sent"},

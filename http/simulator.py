@@ -25,6 +25,9 @@ from switchboard.actors.transports.simulated import FAULTS, LOGIN_OUTCOMES, Simu
 from . import metrics as metrics_mod
 from .auth import ApiKeys, Principal
 from .openapi import COMPANY_ID, PHONE, body, build_spec, op
+
+GROUP_JID = {"type": "string", "pattern": r"^[0-9]{5,20}(-[0-9]{5,15})?@g\.us$", "maxLength": 100,
+             "example": "120363012345678901@g.us"}
 from .plumbing import ApiError, ApiPlugin, Routes, field, json_body, json_error_handler, mount, ok
 from .state import AppState, HttpSettings
 
@@ -90,7 +93,9 @@ def fault(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any
                             "id": {"type": "string", "maxLength": 200},
                             "pushName": {"type": "string", "maxLength": 200},
                             "asLid": {"type": "boolean", "description": "the sender arrives as its LID (@lid), "
-                                                                        "without the phone alternate"}},
+                                                                        "without the phone alternate"},
+                            "group": {**GROUP_JID, "description": "written in this group (made with "
+                                                                  "POST /api/simulator/groups)"}},
                            ["companyId", "from", "text"])))
 def inbound(ctx: AppState, _principal: Principal) -> dict[str, Any]:
     """Deliver an incoming message to a company (the network checks the sender)."""
@@ -103,8 +108,9 @@ def inbound(ctx: AppState, _principal: Principal) -> dict[str, Any]:
     as_lid = payload.get("asLid", False)
     if not isinstance(as_lid, bool):
         raise ApiError(400, "'asLid' must be true or false")
+    group = field(payload, "group", required=False, max_len=100)
     delivered = _simulated(lambda: ctx.network.deliver_inbound(company_id, sender, text, message_id, push_name,
-                                                               as_lid=as_lid))
+                                                               as_lid=as_lid, group=group))
     return ok({"companyId": company_id, "id": delivered})
 
 
@@ -115,6 +121,16 @@ def phone_messages(ctx: AppState, _principal: Principal, phone: str) -> dict[str
     phone = normalize_phone(phone)
     received = ctx.network.messages(phone)
     return ok({"phone": phone, "messages": received, "total": len(received)})
+
+
+@api.post("/api/simulator/groups", access="admin",
+          doc=op("Make (or replace) a group with these member phones", "Any",
+                 body=body({"group": GROUP_JID, "members": {"type": "array", "minItems": 1, "maxItems": 256,
+                                                            "items": PHONE}}, ["group", "members"])))
+def create_group(ctx: AppState, _principal: Principal) -> dict[str, Any]:
+    """A group the companies' accounts among `members` send to and receive from."""
+    payload = json_body()
+    return ok(ctx.network.create_group(field(payload, "group", max_len=100), payload.get("members")))
 
 
 @api.post("/api/simulator/phones/<phone>/read", access="admin",

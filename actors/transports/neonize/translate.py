@@ -305,7 +305,16 @@ def _message(t: Translator, msg: dict) -> Step:
                                  phone=str(msg.get("phone") or ""), text=text,
                                  timestamp=float(msg.get("timestamp") or 0.0),
                                  push_name=str(msg.get("push_name") or ""),
-                                 is_group=bool(msg.get("is_group"))),))
+                                 is_group=bool(msg.get("is_group")), **_identity(msg)),))
+
+
+def _identity(msg: dict) -> dict:
+    """The sender's LID (from the sender or its alternate, device suffix dropped) and, in a
+    group, the participant (issue 13: identity on every event, groups as sources)."""
+    sender, alt = str(msg.get("sender") or ""), str(msg.get("sender_alt") or "")
+    lid = next((j for j in (sender, alt) if j.endswith("@lid")), "")
+    lid = f"{lid.split('@', 1)[0].split(':', 1)[0]}@lid" if lid else ""
+    return {"lid": lid, "participant": sender if msg.get("is_group") else ""}
 
 
 def _receipt(t: Translator, msg: dict) -> Step:

@@ -48,8 +48,10 @@ class SimulatorClient:
         return self._call("POST", f"/api/simulator/companies/{_q(company_id)}/faults", body)
 
     def deliver_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None,
-                        push_name: str = "", *, as_lid: bool = False) -> str:
+                        push_name: str = "", *, as_lid: bool = False, group: str | None = None) -> str:
         body: dict[str, Any] = {"companyId": company_id, "from": sender, "text": text, "asLid": as_lid}
+        if group:
+            body["group"] = group
         if message_id:
             body["id"] = message_id
         if push_name:
@@ -58,6 +60,9 @@ class SimulatorClient:
 
     def messages(self, phone: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/simulator/phones/{_q(phone)}/messages")["messages"]
+
+    def create_group(self, group: str, members: list[str]) -> dict[str, Any]:
+        return self._call("POST", "/api/simulator/groups", {"group": group, "members": members})
 
     def read(self, phone: str, message_id: str, kind: str = "read") -> dict[str, Any]:
         return self._call("POST", f"/api/simulator/phones/{_q(phone)}/read", {"id": message_id, "kind": kind})

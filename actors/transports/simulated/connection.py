@@ -89,10 +89,10 @@ class SimulatedConnection:
     def _emit(self, event: ConnectionEvent) -> None:
         if self._state in ("dead", "closed"):
             return
-        if isinstance(event, IncomingMessage) and not event.phone and event.chat.endswith("@" + codes.LID_SERVER):
+        if isinstance(event, IncomingMessage) and not event.phone and lid_sender(event):
             # What the neonize child does for a LID sender with no phone alternate: ask
             # the LID store (whatsmeow's get_pn_from_lid).
-            event = dataclasses.replace(event, phone=self.network.phone_for_lid(event.chat) or "")
+            event = dataclasses.replace(event, phone=self.network.phone_for_lid(lid_sender(event)) or "")
         self._emit_fn(event)
 
     def _push(self, message: IncomingMessage) -> None:
@@ -167,3 +167,9 @@ class SimulatedTransport:
 
     def close(self) -> None:
         self.network.close()
+
+
+def lid_sender(event: IncomingMessage) -> str:
+    """The sender's LID JID when it came as one (a 1:1 chat's peer or a group participant), else ""."""
+    sender = event.participant if event.is_group else event.chat
+    return sender if sender.endswith("@" + codes.LID_SERVER) else ""

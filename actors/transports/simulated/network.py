@@ -31,6 +31,7 @@ from ...connection import (Cause, Connected, Disconnected, IncomingMessage, Inte
                           QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from ...payload import Payload, Text
 from ...phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
+from ...recipients import GROUP_SERVER, is_group_jid
 from ...scheduler import Scheduler
 from . import codes
 from .faults import (FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_logout_code, check_seconds, event, logged_out,
@@ -82,6 +83,7 @@ class SimulatedNetwork:
         self._faults: dict[str, CompanyFaults] = {}
         self._not_on_whatsapp: set[str] = set()
         self._lids: dict[str, str] = {}               # LID user -> phone: what the LID store answers
+        self._groups: dict[str, list[str]] = {}       # group JID -> member phones (issue 13; not persisted)
         self._ids = itertools.count(1)
         self._store = DeviceStore(Path(data_dir) / "simulator.sqlite3") if data_dir is not None else None
         if self._store is not None:
@@ -194,8 +196,20 @@ class SimulatedNetwork:
                 self._record(company_id)
             return answer
 
+    def create_group(self, group: str, members: list[str]) -> dict[str, Any]:
+        """A group `group` (`<digits>@g.us`) with these member phones (the companies'
+        accounts among them can send to it and receive from it)."""
+        if not isinstance(group, str) or not is_group_jid(group):
+            raise InvalidInput("group must be a group JID: digits@g.us")
+        if not isinstance(members, list) or not 1 <= len(members) <= 256:
+            raise InvalidInput("members must be a list of 1-256 phone numbers")
+        phones = list(dict.fromkeys(normalize_phone(m) for m in members))
+        with self._lock:
+            self._groups[group] = phones
+        return {"group": group, "members": phones}
+
     def deliver_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None,
-                        push_name: str = "", *, as_lid: bool = False) -> str:
+                        push_name: str = "", *, as_lid: bool = False, group: str | None = None) -> str:
         """Someone (`sender`) writes to the company's WhatsApp account. `as_lid`: the
         message arrives from the sender's LID with no phone alternate (whatsmeow's
         `SenderAlt` empty), so the client must ask its LID store for the phone."""
@@ -212,8 +226,14 @@ class SimulatedNetwork:
                 chat, phone = f"{lid}@{codes.LID_SERVER}", ""
             else:
                 chat, phone = f"{sender}@{USER_SERVER}", sender
+            participant = ""
+            if group is not None:       # a group message: the chat is the group, the sender its participant
+                if group not in self._groups:
+                    raise LookupError(f"no group {group!r}")
+                chat, participant = group, chat
             message = IncomingMessage(id=message_id or self._message_id(), chat=chat, phone=phone, text=text,
-                                      timestamp=time.time(), push_name=push_name)
+                                      timestamp=time.time(), push_name=push_name, is_group=group is not None,
+                                      participant=participant)
             self._deliver(device, message)
             return message.id
 
@@ -419,21 +439,32 @@ class SimulatedNetwork:
             if conn._state != "connected" or device is None or device.live is not conn:
                 future.set_exception(SendError("not connected", retryable=True))
                 return future
+            group = jid if jid.endswith("@" + GROUP_SERVER) else None
+            if group is not None and group not in self._groups:
+                future.set_exception(SendError(f"group {group} not found (not a participant)", retryable=False))
+                return future
             to = jid_to_phone(jid)
-            if to in self._not_on_whatsapp:
+            if group is None and to in self._not_on_whatsapp:
                 future.set_exception(not_on_whatsapp(jid))
                 return future
             message_id = self._message_id()
-            record = {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time()}
-            self._received.setdefault(to, []).append(record)
-            if self._store is not None:
-                self._store.add_received(to, record)
+            chat = group or f"{device.phone}@{USER_SERVER}"
             delivered = False
-            for target in self._by_phone.get(to, ()):
-                if not target.removed:
-                    self._deliver(target, IncomingMessage(id=message_id, chat=f"{device.phone}@{USER_SERVER}",
-                                                          phone=device.phone, text=text, timestamp=time.time()))
-                    delivered = delivered or target.live is not None
+            for member in (self._groups[group] if group else [to]):
+                if member == device.phone:
+                    continue
+                record = {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time(),
+                          **({"group": group} if group else {})}
+                self._received.setdefault(member, []).append(record)
+                if self._store is not None:
+                    self._store.add_received(member, record)
+                for target in self._by_phone.get(member, ()):
+                    if not target.removed:
+                        self._deliver(target, IncomingMessage(
+                            id=message_id, chat=chat, phone=device.phone, text=text, timestamp=time.time(),
+                            is_group=group is not None,
+                            participant=f"{device.phone}@{USER_SERVER}" if group else ""))
+                        delivered = delivered or target.live is not None
             faults = self._faults.get(conn.company_id, _NO_FAULTS)
             latency = self.send_latency + faults.latency + faults.slow
             if latency >= self.ack_deadline:

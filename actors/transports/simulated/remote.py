@@ -24,7 +24,7 @@ from typing import Any
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt, SendError)
 from ...payload import Payload, Text
 from . import codes, wire
-from .connection import CREDENTIALS_FILE, read_credentials, write_credentials
+from .connection import CREDENTIALS_FILE, lid_sender, read_credentials, write_credentials
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE = 5.0            # how long a closing link waits for the service's `closed`
@@ -200,9 +200,9 @@ class RemoteConnection:
                 writer.close()
 
     async def _event(self, event: ConnectionEvent, writer: asyncio.StreamWriter) -> None:
-        if isinstance(event, IncomingMessage) and not event.phone and event.chat.endswith("@" + codes.LID_SERVER):
+        if isinstance(event, IncomingMessage) and not event.phone and lid_sender(event):
             try:
-                phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=event.chat)), 10)
+                phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=lid_sender(event))), 10)
             except Exception:
                 phone = None
             event = dataclasses.replace(event, phone=phone or "")
