@@ -182,7 +182,7 @@ def test_invalid_company_id_in_path_creates_nothing(web, board, tmp_path, compan
     ({"phone": "٧٩٠٠١٢٣٤٥٦٧", "message": "hi"}, "invalid phone number"),
     ({"phone": "²²²²²²²²", "message": "hi"}, "invalid phone number"),
     ({"phone": "٧٩٠٠١٢٣٤٥٦٧@s.whatsapp.net", "message": "hi"}, "not a user JID"),
-    ({"phone": "123@g.us", "message": "hi"}, "not a user JID"),
+    ({"phone": "123@g.us", "message": "hi"}, "not a group JID"),   # groups are recipients now (issue 13)
     ({"phone": "", "message": "hi"}, "phone number is required"),
     ({"message": "hi"}, "'phone' is required"),
     ({"phone": 79001234567, "message": "hi"}, "'phone' must be a string"),
