@@ -13,9 +13,11 @@ from bottle import request
 
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.templates import TemplateNotFound
 
 from .auth import Principal
 from .openapi import COMPANY_ID, MESSAGE, PHONE, RECIPIENT, body, op, response
+from .templates import TEMPLATE_NAME, store
 from .plumbing import ApiError, Routes, check_visible, json_body, ok, string
 from .state import AppState
 
@@ -56,12 +58,33 @@ def recipient_forms(receipt: Any) -> dict[str, Any]:
 
 def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]:
     payload = json_body()
+    if payload.get("template") is not None:
+        return send(ctx, company_id, string(payload, recipient), _rendered(ctx, company_id, payload))
     return send(ctx, company_id, string(payload, recipient), string(payload, "message"))
+
+
+def _rendered(ctx: AppState, company_id: str, payload: dict[str, Any]) -> str:
+    """A send by template name (issue 13): the template rendered with `variables`; an
+    unknown template is a 404, a missing variable a 400, each naming it."""
+    if payload.get("message") is not None:
+        raise ApiError(400, "send either 'message' or 'template' (with 'variables'), not both")
+    ctx.handle(company_id)                       # 404 for an unknown session, before anything else
+    try:
+        return store(ctx).render(company_id, string(payload, "template"), payload.get("variables"))
+    except TemplateNotFound as exc:
+        raise ApiError(404, str(exc)) from None
 
 
 @api.post("/api/whatsapp/sessions/<companyId>/messages",
           doc=op("Send a text message (recipient in `to`)", "Sent", errors=_ERRORS, params=[_IDEMPOTENCY],
-                 extra=_QUEUED, body=body({"to": RECIPIENT, "message": MESSAGE}, ["to", "message"]),
+                 extra=_QUEUED, body={"oneOf": [
+                     {**body({"to": RECIPIENT, "message": MESSAGE}, ["to", "message"]),
+                      "not": {"required": ["template"]}},
+                     {**body({"to": RECIPIENT, "template": TEMPLATE_NAME,
+                              "variables": {"type": "object", "additionalProperties": {"type": "string"}}},
+                             ["to", "template"]),
+                      "not": {"required": ["message"]},
+                      "description": "a saved template by name, rendered with variables"}]},
                  description="200 with messageId once WhatsApp took it; 202 queued when the session is "
                              "reconnecting (delivered in order once connected)"))
 def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:

@@ -226,7 +226,9 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 EMPTY_BODY = {"type": "object", "description": "optional; ignored"}
 
-_PATH_PARAMETER = {"companyId": COMPANY_ID, "phone": PHONE, "messageRef": MESSAGE_REF}
+_PATH_PARAMETER = {"companyId": COMPANY_ID, "phone": PHONE, "messageRef": MESSAGE_REF,
+                   "templateName": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1,
+                                    "maxLength": 64}}
 _KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 
 
