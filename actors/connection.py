@@ -150,12 +150,36 @@ class IncomingMessage:
     # issue 13 (identity, groups): optional, so a transport that knows less still works.
     participant: str = ""     # a group message's sender JID (phone or LID form); "" for 1:1
     lid: str = ""             # the sender's LID JID (`<digits>@lid`), when known
+    # issue 13 (inbound variety): text | media | edit | revoke | reaction | location | contact,
+    # and what that kind carries (INCOMING_KINDS below; plain JSON values).
+    kind: str = "text"
+    content: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def event_kind(self) -> str:
+        """The event it is published as: `message` for text and media, its own kind otherwise."""
+        return INCOMING_KINDS.get(self.kind, "message")
 
     def details(self) -> dict:
-        """What the event shows beyond the basic fields: the sender in both forms and, in a
-        group, the participant."""
+        """What the event shows beyond the basic fields: the sender in both forms, in a
+        group the participant, and the kind with its content."""
         return {"phoneJid": f"{self.phone}@s.whatsapp.net" if self.phone else None, "lid": self.lid or None,
-                "participant": self.participant or None}
+                "participant": self.participant or None, "kind": self.kind,
+                **{k: v for k, v in self.content.items() if k not in _BASIC_FIELDS}}
+
+
+# What each kind carries (besides the basic fields) and the event kind it is published as.
+#   media     mediaType (image|video|audio|document|sticker), mime, size, caption, fileName
+#             (+ seconds, voiceNote); `text` is the caption       -> message
+#   edit      targetId (the edited message), text (the new text) -> message.edit
+#   revoke    targetId (deleted for everyone)                      -> message.revoke
+#   reaction  targetId, emoji, removed (an empty emoji)             -> message.reaction
+#   location  latitude, longitude, name, address, live             -> message.location
+#   contact   contacts: [{displayName, vcard}]                     -> message.contact
+INCOMING_KINDS = {"edit": "message.edit", "revoke": "message.revoke", "reaction": "message.reaction",
+                  "location": "message.location", "contact": "message.contact"}
+_BASIC_FIELDS = frozenset({"id", "chat", "phone", "text", "timestamp", "pushName", "isGroup", "kind",
+                           "phoneJid", "lid", "participant"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ class Inbound:
         if not self._seen.add(message.id):
             return
         self.received += 1
-        self._publish(EventKind.MESSAGE, {
+        self._publish(EventKind(message.event_kind), {
             "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
             "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group,
             **message.details()})

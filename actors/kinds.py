@@ -14,6 +14,11 @@ class EventKind(str, enum.Enum):
     MESSAGE = "message"                 # an incoming message
     RECEIPT = "receipt"                 # delivered / read / played, for messages we sent
     MESSAGE_STATUS = "message.status"   # a sent message's status changed (queued, sent, delivered, read, ...)
+    MESSAGE_EDIT = "message.edit"       # someone edited a message they sent (targetId, text)
+    MESSAGE_REVOKE = "message.revoke"   # someone deleted a message for everyone (targetId)
+    MESSAGE_REACTION = "message.reaction"   # a reaction to a message (targetId, emoji; removed)
+    MESSAGE_LOCATION = "message.location"   # a location (latitude, longitude, name, address)
+    MESSAGE_CONTACT = "message.contact"     # shared contacts (contacts: displayName, vcard)
     SENT = "message.sent"               # WhatsApp took a send
     FAILED = "message.failed"           # a send failed for good
     STATE = "state"                     # the lifecycle state changed (or a retry was scheduled)
@@ -38,4 +43,5 @@ LOGGED = frozenset({EventKind.STATE, EventKind.SPAWNED, EventKind.CRASHED, Event
 WEBHOOK_DEFAULT = (EventKind.MESSAGE, EventKind.STATE, EventKind.QR, EventKind.PAIRED, EventKind.SENT,
                    EventKind.FAILED, EventKind.RECEIPT)
 NAMES = frozenset(kind.value for kind in EventKind)
-WEBHOOK_DEFAULT += (EventKind.MESSAGE_STATUS,)     # issue 13: each sent message's status
+WEBHOOK_DEFAULT += (EventKind.MESSAGE_STATUS, EventKind.MESSAGE_EDIT, EventKind.MESSAGE_REVOKE,   # issue 13
+                    EventKind.MESSAGE_REACTION, EventKind.MESSAGE_LOCATION, EventKind.MESSAGE_CONTACT)

@@ -21,6 +21,7 @@ from switchboard.actors.clock import iso
 from switchboard.actors.payload import MAX_TEXT
 from switchboard.actors.phone import normalize_phone, validate_company_id
 from switchboard.actors.transports.simulated import FAULTS, LOGIN_OUTCOMES, SimulatedNetwork
+from switchboard.actors.transports.simulated.variety import MEDIA_TYPES, incoming_content
 
 from . import metrics as metrics_mod
 from .auth import ApiKeys, Principal
@@ -87,16 +88,47 @@ def fault(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any
                                                    code=code)))
 
 
+_INBOUND_COMMON = {"companyId": COMPANY_ID, "from": PHONE, "text": {"type": "string", "maxLength": MAX_TEXT},
+                   "id": {"type": "string", "maxLength": 200},
+                   "pushName": {"type": "string", "maxLength": 200},
+                   "asLid": {"type": "boolean", "description": "the sender arrives as its LID (@lid), "
+                                                               "without the phone alternate"},
+                   "group": {**GROUP_JID, "description": "written in this group (made with "
+                                                         "POST /api/simulator/groups)"}}
+_TARGET = {"type": "string", "minLength": 1, "maxLength": 200, "description": "the message it refers to"}
+_INBOUND_REQUIRED = ["companyId", "from", "text"]
+
+
+def _inbound_kind(kind: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return body({**_INBOUND_COMMON, "type": {"type": "string", "enum": [kind]}, **fields},
+                [*_INBOUND_REQUIRED, "type", *required])
+
+
+# One schema per inbound type (issue 13), so that a schema-valid body is always a valid message.
+_INBOUND_BODY = {"oneOf": [
+    body({**_INBOUND_COMMON, "type": {"type": "string", "enum": ["text"]}}, _INBOUND_REQUIRED),
+    _inbound_kind("edit", {"targetId": _TARGET}, ["targetId"]),
+    _inbound_kind("revoke", {"targetId": _TARGET}, ["targetId"]),
+    _inbound_kind("reaction", {"targetId": _TARGET, "emoji": {"type": "string", "maxLength": 20}},
+                  ["targetId", "emoji"]),
+    _inbound_kind("location", {"latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                               "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+                               "name": {"type": "string", "maxLength": 200},
+                               "address": {"type": "string", "maxLength": 500}}, ["latitude", "longitude"]),
+    _inbound_kind("contact", {"contacts": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
+        "type": "object", "required": ["displayName"],
+        "properties": {"displayName": {"type": "string", "minLength": 1, "maxLength": 200},
+                       "vcard": {"type": "string", "maxLength": 10000}}}}}, ["contacts"]),
+    _inbound_kind("media", {"mediaType": {"type": "string", "enum": list(MEDIA_TYPES)},
+                            "mime": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "size": {"type": "integer", "minimum": 0, "maximum": 2 ** 40},
+                            "fileName": {"type": "string", "maxLength": 255}}, ["mediaType", "mime"]),
+]}
+
+
 @api.post("/api/simulator/inbound", access="admin",
-          doc=op("Someone writes to a company's account", "Any", errors=(404,),
-                 body=body({"companyId": COMPANY_ID, "from": PHONE, "text": {"type": "string", "maxLength": MAX_TEXT},
-                            "id": {"type": "string", "maxLength": 200},
-                            "pushName": {"type": "string", "maxLength": 200},
-                            "asLid": {"type": "boolean", "description": "the sender arrives as its LID (@lid), "
-                                                                        "without the phone alternate"},
-                            "group": {**GROUP_JID, "description": "written in this group (made with "
-                                                                  "POST /api/simulator/groups)"}},
-                           ["companyId", "from", "text"])))
+          doc=op("Someone writes to a company's account (`type`: text, or an edit, revoke, reaction, location, "
+                 "contact or media message)", "Any", errors=(404,), body=_INBOUND_BODY))
 def inbound(ctx: AppState, _principal: Principal) -> dict[str, Any]:
     """Deliver an incoming message to a company (the network checks the sender)."""
     payload = json_body()
@@ -109,8 +141,11 @@ def inbound(ctx: AppState, _principal: Principal) -> dict[str, Any]:
     if not isinstance(as_lid, bool):
         raise ApiError(400, "'asLid' must be true or false")
     group = field(payload, "group", required=False, max_len=100)
+    kind = payload.get("type", "text")
+    content = incoming_content(kind if isinstance(kind, str) else "", payload)
     delivered = _simulated(lambda: ctx.network.deliver_inbound(company_id, sender, text, message_id, push_name,
-                                                               as_lid=as_lid, group=group))
+                                                               as_lid=as_lid, group=group, kind=kind,
+                                                               content=content))
     return ok({"companyId": company_id, "id": delivered})
 
 

@@ -51,6 +51,37 @@ def message(src: MessageSource, msg: Message, *, mid: str = "3EB0C0FFEE", ts: in
     return MessageEv(Info=info, Message=msg, **extra)
 
 
+def variety_cases(src: MessageSource) -> dict[str, object]:
+    """Issue 13: edits, revokes, reactions, locations, contacts and media, as whatsmeow hands
+    them over (an edit already unwrapped to its protocolMessage, events.go UnwrapRaw)."""
+    from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (AudioMessage, ContactMessage,
+                                                           ContactsArrayMessage, LocationMessage)
+    key = MessageKey(remoteJID="15550001111@s.whatsapp.net", fromMe=True, ID="3EB0ORIGINAL")
+    return {
+        "v_edit": message(src, Message(protocolMessage=ProtocolMessage(
+            key=key, type=ProtocolMessage.MESSAGE_EDIT,
+            editedMessage=Message(conversation="fixed typo"))), mid="3EB0EDIT", IsEdit=True),
+        "v_revoke": message(src, Message(protocolMessage=ProtocolMessage(key=key, type=ProtocolMessage.REVOKE)),
+                            mid="3EB0REVOKE"),
+        "v_reaction": message(src, Message(reactionMessage=ReactionMessage(key=key, text="\U0001F44D")),
+                              mid="3EB0REACT"),
+        "v_reaction_removed": message(src, Message(reactionMessage=ReactionMessage(key=key, text="")),
+                                      mid="3EB0UNREACT"),
+        "v_location": message(src, Message(locationMessage=LocationMessage(
+            degreesLatitude=55.75, degreesLongitude=37.62, name="Office", address="Tverskaya 1")), mid="3EB0LOC"),
+        "v_contact": message(src, Message(contactMessage=ContactMessage(
+            displayName="Bob", vcard="BEGIN:VCARD\nFN:Bob\nEND:VCARD")), mid="3EB0VCARD"),
+        "v_contacts": message(src, Message(contactsArrayMessage=ContactsArrayMessage(displayName="2 contacts", contacts=[
+            ContactMessage(displayName="Ann", vcard="A"), ContactMessage(displayName="Cy", vcard="C")])),
+            mid="3EB0VCARDS"),
+        "v_voice_note": message(src, Message(audioMessage=AudioMessage(
+            mimetype="audio/ogg; codecs=opus", fileLength=12345, seconds=7, PTT=True)), mid="3EB0PTT"),
+        "v_document": message(src, Message(documentMessage=DocumentMessage(
+            mimetype="application/pdf", fileLength=2048, fileName="inv.pdf")), mid="3EB0DOC"),
+    }
+
+
 def cases() -> dict[str, object]:
     one_to_one = MessageSource(Chat=PN, Sender=PN_DEVICE, IsFromMe=False, IsGroup=False)
     return {
@@ -117,6 +148,7 @@ def cases() -> dict[str, object]:
         "group_lid_sender_without_alt": message(
             MessageSource(Chat=GROUP, Sender=LID, IsFromMe=False, IsGroup=True),
             Message(conversation="lid in group, no alt")),
+        **variety_cases(one_to_one),
         "qr": QREv(Codes=["2@abc,def,ghi,jkl", "2@mno,pqr,stu,vwx"]),
         "pair_success": PairStatusEv(ID=jid("15550005555", device=0), Status=PairStatusEv.SUCCESS,
                                      Platform="android", BusinessName=""),

@@ -148,16 +148,22 @@ def test_incoming_message_events(conn, mapped):
                         text="hi all", timestamp=pytest.approx(1_700_000_000.123), push_name="Carol",
                         is_group=True, participant="15550003333@s.whatsapp.net"),
         IncomingMessage(id="3EB0C0FFEE", chat="15550001111@s.whatsapp.net", phone="15550001111",
-                        text="a cat", timestamp=pytest.approx(1_700_000_000.123), push_name="Alice"),
+                        text="a cat", timestamp=pytest.approx(1_700_000_000.123), push_name="Alice",
+                        kind="media", content={"mediaType": "image", "mime": "image/jpeg", "size": 0,
+                                               "caption": "a cat", "fileName": ""}),
         IncomingMessage(id="3EB0C0FFEE", chat="15550001111@s.whatsapp.net", phone="15550001111",
-                        text="", timestamp=pytest.approx(1_700_000_000.123), push_name="Alice"),
+                        text="", timestamp=pytest.approx(1_700_000_000.123), push_name="Alice",
+                        kind="media", content={"mediaType": "image", "mime": "image/png", "size": 0,
+                                               "caption": "", "fileName": ""}),
     ]
 
 
 def test_own_and_non_user_messages_are_dropped(conn, mapped):
-    feed(conn, *(mapped[k] for k in ("from_me", "protocol_revoke", "reaction", "key_distribution_only",
-                                     "status_broadcast")))
+    feed(conn, *(mapped[k] for k in ("from_me", "key_distribution_only", "status_broadcast")))
     assert conn.events == []
+    # Revokes and reactions are events of their own kinds now (issue 13, tests/test_inbound_variety.py).
+    feed(conn, mapped["protocol_revoke"], mapped["reaction"])
+    assert [e.kind for e in conn.events] == ["revoke", "reaction"]
 
 
 def test_receipt_events(conn, mapped):

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Callable
 
 from . import wire
+from .content import content_of
 
 PnForLid = Callable[[str], str]     # LID user part -> phone digits, "" if unknown
 
@@ -146,6 +147,7 @@ def normalise_message(ev: Any, pn_for_lid: PnForLid = _no_lookup) -> dict:
         "from_me": bool(src.IsFromMe),
         "is_edit": bool(ev.IsEdit),
         "broadcast": src.Chat.Server in ("broadcast", "newsletter"),
+        "content": content_of(ev.Message) if ev.HasField("Message") else {},    # issue 13 (content.py)
     }
 
 

@@ -299,13 +299,22 @@ def _message(t: Translator, msg: dict) -> Step:
     if msg.get("from_me") or msg.get("broadcast"):
         return NOTHING                          # our own sends (other devices), status updates
     text = str(msg.get("text") or "")
-    if msg.get("kind") not in _DELIVERED_KINDS and not text:
-        return NOTHING                          # protocol messages, reactions, key shares
+    content = dict(msg.get("content") or {})
+    kind = content.pop("kind", None) or "text"
+    if kind not in _VARIETY and msg.get("kind") not in _DELIVERED_KINDS and not text:
+        return NOTHING                          # other protocol messages, key shares, sealed reactions
+    if kind == "edit":
+        text = str(content.get("text") or "")
     return Step((IncomingMessage(id=str(msg["id"]), chat=str(msg.get("chat") or ""),
                                  phone=str(msg.get("phone") or ""), text=text,
                                  timestamp=float(msg.get("timestamp") or 0.0),
                                  push_name=str(msg.get("push_name") or ""),
-                                 is_group=bool(msg.get("is_group")), **_identity(msg)),))
+                                 is_group=bool(msg.get("is_group")), **_identity(msg),
+                                 kind=kind, content=content),))
+
+
+# Kinds content.py reads that become events even without text (issue 13).
+_VARIETY = frozenset({"media", "edit", "revoke", "reaction", "location", "contact"})
 
 
 def _identity(msg: dict) -> dict:

@@ -48,8 +48,10 @@ class SimulatorClient:
         return self._call("POST", f"/api/simulator/companies/{_q(company_id)}/faults", body)
 
     def deliver_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None,
-                        push_name: str = "", *, as_lid: bool = False, group: str | None = None) -> str:
-        body: dict[str, Any] = {"companyId": company_id, "from": sender, "text": text, "asLid": as_lid}
+                        push_name: str = "", *, as_lid: bool = False, group: str | None = None,
+                        kind: str = "text", **fields: Any) -> str:
+        body: dict[str, Any] = {"companyId": company_id, "from": sender, "text": text, "asLid": as_lid,
+                                **({"type": kind, **fields} if kind != "text" else {})}
         if group:
             body["group"] = group
         if message_id:

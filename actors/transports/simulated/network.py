@@ -209,7 +209,8 @@ class SimulatedNetwork:
         return {"group": group, "members": phones}
 
     def deliver_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None,
-                        push_name: str = "", *, as_lid: bool = False, group: str | None = None) -> str:
+                        push_name: str = "", *, as_lid: bool = False, group: str | None = None,
+                        kind: str = "text", content: dict[str, Any] | None = None) -> str:
         """Someone (`sender`) writes to the company's WhatsApp account. `as_lid`: the
         message arrives from the sender's LID with no phone alternate (whatsmeow's
         `SenderAlt` empty), so the client must ask its LID store for the phone."""
@@ -233,7 +234,7 @@ class SimulatedNetwork:
                 chat, participant = group, chat
             message = IncomingMessage(id=message_id or self._message_id(), chat=chat, phone=phone, text=text,
                                       timestamp=time.time(), push_name=push_name, is_group=group is not None,
-                                      participant=participant)
+                                      participant=participant, kind=kind, content=dict(content or {}))
             self._deliver(device, message)
             return message.id
 
