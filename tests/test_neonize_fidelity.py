@@ -186,7 +186,8 @@ def test_a_lid_sender_without_its_phone_gets_it_from_the_lid_store(conn, mapped)
     feed(conn, m)
     assert conn.events == [IncomingMessage(id="3EB0C0FFEE", chat="15550006666@s.whatsapp.net",
                                            phone="15550006666", text="who am i",
-                                           timestamp=pytest.approx(1_700_000_000.123), push_name="Alice")]
+                                           timestamp=pytest.approx(1_700_000_000.123), push_name="Alice",
+                                           lid="204812345678901@lid")]          # issue 13: both forms
 
 
 def test_receipts_on_a_lid_chat_map_back_to_the_phone(conn, mapped):

@@ -3,6 +3,8 @@ handles, through a real socket to the service's parts (in this process, for spee
 subprocess tests are in test_simulated_service.py)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from switchboard.supervision import Switchboard
@@ -44,7 +46,13 @@ def test_the_board_has_no_in_process_network(gateway):
 def test_drop_then_the_actor_reconnects_on_a_new_socket(gateway, service):
     board, waiter = gateway
     linked(board, waiter, service)
+    # Wait for the drop to be seen first: right after the fault the status may still say connected.
+    dropped = threading.Event()
+    unsubscribe = board.on_event(lambda e: e.company_id == "acme" and e.data.get("state") != "connected"
+                                 and dropped.set(), kinds=["state"])
     service.client.fault("acme", "drop")
+    assert dropped.wait(10)
+    unsubscribe()
     waiter.until("acme", lambda s: s["status"] == "connected" and s["reconnectAttempts"] == 0, timeout=10)
     assert service.net.max_seen("acme") == 1 and service.net.live_count("acme") == 1
     receipt = board.session("acme").send("79001234567", "after the drop").get(timeout=5)
