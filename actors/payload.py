@@ -41,7 +41,32 @@ class Text:
         return self.text
 
 
-Payload = Text                  # a union once media exists: Text | Media
+# Media kinds a send may carry and their size limits (WhatsApp's own, issue 13).
+MEDIA_LIMITS = {"image": 16 * 2 ** 20, "video": 64 * 2 ** 20, "audio": 16 * 2 ** 20, "document": 100 * 2 ** 20}
+
+
+@dataclasses.dataclass(frozen=True)
+class Media:
+    """A media send: a file the gateway already stored in the company's directory (the
+    transport is only ever given this local file), with its kind and what it shows."""
+    media_type: str           # image | video | audio | document
+    file: str                 # absolute path of the stored file
+    sha256: str
+    mime: str
+    size: int
+    caption: str = ""
+    file_name: str = ""
+    kind = "media"
+
+    def as_record(self) -> dict[str, Any]:
+        return {"type": self.kind, "mediaType": self.media_type, "file": self.file, "sha256": self.sha256,
+                "mime": self.mime, "size": self.size, "caption": self.caption, "fileName": self.file_name}
+
+    def digest_source(self) -> str:
+        return f"media\n{self.media_type}\n{self.sha256}\n{self.caption}\n{self.file_name}"
+
+
+Payload = Text | Media
 
 
 def from_record(record: dict[str, Any]) -> Payload:
@@ -49,6 +74,9 @@ def from_record(record: dict[str, Any]) -> Payload:
     kind = record.get("type", "text")
     if kind == "text":
         return Text(record["text"])
+    if kind == "media":
+        return Media(record["mediaType"], record["file"], record["sha256"], record["mime"], int(record["size"]),
+                     record.get("caption", ""), record.get("fileName", ""))
     raise ValueError(f"unknown payload type {kind!r}")
 
 

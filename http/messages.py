@@ -17,6 +17,7 @@ from switchboard.actors.templates import TemplateNotFound
 
 from .auth import Principal
 from .openapi import COMPANY_ID, MESSAGE, PHONE, RECIPIENT, body, op, response
+from .media_send import media_payload
 from .templates import TEMPLATE_NAME, store
 from .plumbing import ApiError, Routes, check_visible, json_body, ok, string
 from .state import AppState
@@ -58,6 +59,8 @@ def recipient_forms(receipt: Any) -> dict[str, Any]:
 
 def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]:
     payload = json_body()
+    if payload.get("type") not in (None, "text") or payload.get("url") is not None:
+        return send(ctx, company_id, string(payload, recipient), media_payload(ctx, company_id, payload))
     if payload.get("template") is not None:
         return send(ctx, company_id, string(payload, recipient), _rendered(ctx, company_id, payload))
     return send(ctx, company_id, string(payload, recipient), string(payload, "message"))
@@ -86,7 +89,10 @@ def _rendered(ctx: AppState, company_id: str, payload: dict[str, Any]) -> str:
                       "not": {"required": ["message"]},
                       "description": "a saved template by name, rendered with variables"}]},
                  description="200 with messageId once WhatsApp took it; 202 queued when the session is "
-                             "reconnecting (delivered in order once connected)"))
+                             "reconnecting (delivered in order once connected). Also takes a media send: "
+                             "{\"to\", \"type\": \"image|video|audio|document\", \"url\", \"caption\", "
+                             "\"fileName\"}; the gateway fetches the URL itself (public addresses only, no "
+                             "redirects, size and type limits per kind)"))
 def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Send `message` to `to`."""
     return _send_body(ctx, companyId, "to")

@@ -84,8 +84,29 @@ def _send(client: Any, args: dict) -> dict:
     return {"message_id": resp.ID, "timestamp": int(resp.Timestamp)}
 
 
+def _send_media(client: Any, jid: str, record: dict) -> Any:
+    """A media send from the file the gateway stored (issue 13). The child reads the bytes
+    itself and hands neonize bytes, never a name: neonize would fetch a string that looks
+    like a URL (utils/iofile.py), and the gateway alone decides what is fetched."""
+    with open(record["file"], "rb") as f:
+        data = f.read()
+    caption = record.get("caption") or None
+    kind = record.get("mediaType")
+    if kind == "image":
+        return client.send_image(jid, data, caption=caption)
+    if kind == "video":
+        return client.send_video(jid, data, caption=caption)
+    if kind == "audio":
+        return client.send_audio(jid, data, ptt=bool(record.get("voiceNote")))
+    if kind == "document":
+        return client.send_document(jid, data, caption=caption, filename=record.get("fileName") or None,
+                                    mimetype=record.get("mime") or None)
+    raise Refused(f"unsupported media type {kind!r}")
+
+
 _SENDERS: dict[str, Callable[[Any, str, dict], Any]] = {
     "text": lambda client, jid, record: client.send_message(jid, record["text"]),
+    "media": _send_media,
 }
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut, LogoutResult, Paired,
                           QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
-from ...payload import Payload, Text
+from ...payload import Media, Payload, Text
 from ...phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from ...recipients import GROUP_SERVER, is_group_jid
 from ...scheduler import Scheduler
@@ -422,11 +422,17 @@ class SimulatedNetwork:
 
     def _send(self, conn: SimulatedConnection, jid: str, payload: Payload) -> Future:
         future: Future = Future()
-        if not isinstance(payload, Text):
-            future.set_exception(SendError(f"the simulator sends text only, not {payload.kind}",
-                                           retryable=False))
+        media: dict[str, Any] = {}
+        if isinstance(payload, Media):
+            # What a phone shows of a media message (issue 13); the file itself stays with the gateway.
+            media = {"mediaType": payload.media_type, "mime": payload.mime, "size": payload.size,
+                     "caption": payload.caption, "fileName": payload.file_name, "sha256": payload.sha256}
+            text = payload.caption
+        elif not isinstance(payload, Text):
+            future.set_exception(SendError(f"the simulator cannot send {payload.kind}", retryable=False))
             return future
-        text = payload.text
+        else:
+            text = payload.text
         with self._lock:
             device = conn._device
             if conn._state == "interrupted":
@@ -453,7 +459,7 @@ class SimulatedNetwork:
                 if member == device.phone:
                     continue
                 record = {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time(),
-                          **({"group": group} if group else {})}
+                          **({"group": group} if group else {}), **({"type": "media", **media} if media else {})}
                 self._received.setdefault(member, []).append(record)
                 if self._store is not None:
                     self._store.add_received(member, record)
@@ -462,7 +468,8 @@ class SimulatedNetwork:
                         self._deliver(target, IncomingMessage(
                             id=message_id, chat=chat, phone=device.phone, text=text, timestamp=time.time(),
                             is_group=group is not None,
-                            participant=f"{device.phone}@{USER_SERVER}" if group else ""))
+                            participant=f"{device.phone}@{USER_SERVER}" if group else "",
+                            kind="media" if media else "text", content=dict(media)))
                         delivered = delivered or target.live is not None
             faults = self._faults.get(conn.company_id, _NO_FAULTS)
             latency = self.send_latency + faults.latency + faults.slow
