@@ -13,6 +13,7 @@ from bottle import request
 
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.errors import SessionUnavailable
+from switchboard.actors.payload import Payload
 from switchboard.actors.templates import TemplateNotFound
 
 from .auth import Principal
@@ -30,7 +31,7 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
 _QUEUED = {202: response("Sent", "accepted into the outbox; sent once connected (queued: true)")}
 
 
-def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
+def send(ctx: AppState, company_id: str, to: str, text: str | Payload) -> dict[str, Any]:
     """Hand the send to the actor; answer 200 once WhatsApp took it, or 202 while it
     waits in the outbox (reconnecting, or no ack within send_wait)."""
     receipt = ctx.ask(ctx.handle(company_id), "send", to, text,
