@@ -5,8 +5,9 @@ addresses only, no redirects), stores the file in `<data>/<companyId>/media/<sha
 that local file: the outbox carries it like text, durable and idempotent, and the
 transport is only ever given the local file.
 
-Not done yet: multipart uploads (the body limit and the request plugin would need a
-per-route limit), downloads of inbound media, and a retention limit for stored files.
+Uploads (`upload_payload`): multipart/form-data, up to HttpSettings.upload_limit (the
+plugin allows that only on a route declared with `uploads=True`, and only for multipart).
+Not done yet: downloads of inbound media, and a retention limit for stored files.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.actors.payload import MAX_TEXT, MEDIA_LIMITS, Media
+from switchboard.actors.recipients import parse_recipient
+
+from bottle import request
 
 from .media_fetch import FetchRefused, MediaFetcher
 from .plumbing import ApiError, field
@@ -39,7 +43,7 @@ def fetcher(ctx: AppState) -> MediaFetcher:
     return existing
 
 
-def media_payload(ctx: AppState, company_id: str, payload: dict[str, Any]) -> Media:
+def media_payload(ctx: AppState, company_id: str, payload: dict[str, Any], to: str) -> Media:
     media_type = payload.get("type")
     if media_type not in MEDIA_LIMITS:
         raise ApiError(400, f"'type' must be one of {', '.join(MEDIA_LIMITS)} (or text, with 'message')")
@@ -50,6 +54,7 @@ def media_payload(ctx: AppState, company_id: str, payload: dict[str, Any]) -> Me
     if "/" in file_name or "\\" in file_name or file_name in (".", ".."):
         raise ApiError(400, "'fileName' must be a plain file name")
     ctx.handle(company_id)                    # 404 for an unknown session, before fetching anything
+    parse_recipient(to)                       # a bad recipient fetches and stores nothing
     try:
         got = fetcher(ctx).fetch(payload.get("url"), max_bytes=MEDIA_LIMITS[media_type], mime_ok=mime_ok(media_type))
     except FetchRefused as exc:
@@ -63,6 +68,50 @@ def media_payload(ctx: AppState, company_id: str, payload: dict[str, Any]) -> Me
         raise ApiError(503, f"could not store the file: {exc.strerror or exc}", {"Retry-After": "5"}) from None
     return Media(media_type, str(path), digest, got.mime, len(got.data), caption,
                  file_name or (got.file_name if media_type == "document" else ""))
+
+
+def upload_payload(ctx: AppState, company_id: str) -> tuple[str, Media]:
+    """A multipart upload: `to`, an optional `caption`, a `file` part (its kind from its
+    content type, or a `type` field) and, for documents, its file name. (recipient, payload)."""
+    forms, files = request.forms, request.files
+    upload = files.get("file")
+    to = forms.getunicode("to")
+    if not to:
+        raise ApiError(400, "'to' is required (a form field)")
+    if upload is None:
+        raise ApiError(400, "a 'file' part is required")
+    mime = (upload.content_type or "").split(";", 1)[0].strip().lower()
+    media_type = forms.getunicode("type") or _kind_of(mime)
+    if media_type not in MEDIA_LIMITS:
+        raise ApiError(400, f"'type' must be one of {', '.join(MEDIA_LIMITS)}")
+    if not mime_ok(media_type)(mime):
+        raise ApiError(415, f"content type {mime or 'missing'!r} is not allowed for {media_type}")
+    caption = forms.getunicode("caption") or ""
+    if len(caption) > MAX_TEXT:
+        raise ApiError(400, f"'caption' is longer than {MAX_TEXT} characters")
+    raw_name = forms.getunicode("fileName") or upload.raw_filename or ""
+    file_name = raw_name.replace("\\", "/").rsplit("/", 1)[-1][:255]       # the name only, never a path
+    ctx.handle(company_id)
+    parse_recipient(to)                       # a bad recipient stores nothing (the actor checks it again)
+    data = upload.file.read(MEDIA_LIMITS[media_type] + 1)
+    if len(data) > MEDIA_LIMITS[media_type]:
+        raise ApiError(413, f"the file is more than {MEDIA_LIMITS[media_type]} bytes, the limit for {media_type}")
+    if not data:
+        raise ApiError(400, "the 'file' part is empty")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        path = _store(ctx.board.data_dir / company_id / "media", digest, data)
+    except OSError as exc:
+        raise ApiError(503, f"could not store the file: {exc.strerror or exc}", {"Retry-After": "5"}) from None
+    return to, Media(media_type, str(path), digest, mime, len(data), caption,
+                     file_name if media_type == "document" else "")
+
+
+def _kind_of(mime: str) -> str:
+    for media_type, allowed in _MIME.items():
+        if mime in allowed:
+            return media_type
+    return "document"
 
 
 def _store(directory: Path, digest: str, data: bytes) -> Path:

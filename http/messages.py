@@ -18,7 +18,7 @@ from switchboard.actors.templates import TemplateNotFound
 
 from .auth import Principal
 from .openapi import COMPANY_ID, MESSAGE, PHONE, RECIPIENT, body, op, response
-from .media_send import media_payload
+from .media_send import media_payload, upload_payload
 from .templates import TEMPLATE_NAME, store
 from .plumbing import ApiError, Routes, check_visible, json_body, ok, string
 from .state import AppState
@@ -61,7 +61,8 @@ def recipient_forms(receipt: Any) -> dict[str, Any]:
 def _send_body(ctx: AppState, company_id: str, recipient: str) -> dict[str, Any]:
     payload = json_body()
     if payload.get("type") not in (None, "text") or payload.get("url") is not None:
-        return send(ctx, company_id, string(payload, recipient), media_payload(ctx, company_id, payload))
+        to = string(payload, recipient)
+        return send(ctx, company_id, to, media_payload(ctx, company_id, payload, to))
     if payload.get("template") is not None:
         return send(ctx, company_id, string(payload, recipient), _rendered(ctx, company_id, payload))
     return send(ctx, company_id, string(payload, recipient), string(payload, "message"))
@@ -93,9 +94,13 @@ def _rendered(ctx: AppState, company_id: str, payload: dict[str, Any]) -> str:
                              "reconnecting (delivered in order once connected). Also takes a media send: "
                              "{\"to\", \"type\": \"image|video|audio|document\", \"url\", \"caption\", "
                              "\"fileName\"}; the gateway fetches the URL itself (public addresses only, no "
-                             "redirects, size and type limits per kind)"))
+                             "redirects, size and type limits per kind), or a multipart/form-data upload with `to`, "
+                             "`caption`, `file` (and `type`, `fileName`)", uploads=True))
 def messages(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
-    """Send `message` to `to`."""
+    """Send `message` to `to` (or a template, or media; a multipart body is an upload)."""
+    if request.content_type.startswith("multipart/form-data"):
+        to, media = upload_payload(ctx, companyId)
+        return send(ctx, companyId, to, media)
     return _send_body(ctx, companyId, "to")
 
 

@@ -165,14 +165,16 @@ class Operation:
     extra: dict[int, Any] | None = None
     description: str | None = None
     tag: str | None = None           # None: the route module's tag
+    uploads: bool = False            # also takes multipart/form-data up to HttpSettings.upload_limit
 
 
 def op(summary: str, ok: dict[str, Any] | str | None, *, errors: tuple[int, ...] = (),
        body: dict[str, Any] | None = None, body_required: bool = True, params: Iterable[dict[str, Any]] = (),
        status: int = 200, extra: dict[int, Any] | None = None, description: str | None = None,
-       tag: str | None = None) -> Operation:
+       tag: str | None = None, uploads: bool = False) -> Operation:
     """Declare a route's operation: `@api.post(path, doc=op("Send a text", "Sent", errors=(409,)))`."""
-    return Operation(summary, ok, tuple(errors), body, body_required, tuple(params), status, extra, description, tag)
+    return Operation(summary, ok, tuple(errors), body, body_required, tuple(params), status, extra, description, tag,
+                     uploads)
 
 
 def _render(operation: Operation, access: str, tag: str) -> dict[str, Any]:

@@ -108,7 +108,8 @@ class Routes:
 def mount(app: bottle.Bottle, routes: list[Route]) -> None:
     """Add the routes to the app; the plugin reads `access` from each route's config."""
     for r in routes:
-        app.route(r.rule, r.method, r.callback, name=f"{r.method} {r.rule}", access=r.access)
+        app.route(r.rule, r.method, r.callback, name=f"{r.method} {r.rule}", access=r.access,
+                  uploads=r.doc.uploads)
 
 
 # ---- the plugin -----------------------------------------------------------------------
@@ -143,6 +144,8 @@ class ApiPlugin:
         state = self.state
         keys = state.keys
         body_limit = state.settings.body_limit
+        # A route that takes uploads (issue 13) allows a larger multipart body, and only that.
+        upload_limit = getattr(state.settings, "upload_limit", 0) if route.config.get("uploads") else 0
         access = route.config.get("access", "any")
         has_company = "<companyId>" in route.rule
         times = state.request_times
@@ -152,8 +155,11 @@ class ApiPlugin:
         def wrapper(**kwargs: Any) -> Any:
             started = clock()
             try:
-                if request.content_length > body_limit:
-                    raise ApiError(413, f"request body is larger than {body_limit} bytes")
+                limit = body_limit
+                if upload_limit and request.content_type.startswith("multipart/form-data"):
+                    limit = upload_limit
+                if request.content_length > limit:
+                    raise ApiError(413, f"request body is larger than {limit} bytes")
                 principal = authenticate(keys, access)
                 if has_company:
                     validate_company_id(kwargs["companyId"])

@@ -42,7 +42,9 @@ class GracefulServer:
         self.server = create_server(
             app, host=host, port=port, threads=threads + stream_threads,
             channel_request_lookahead=1,
-            max_request_body_size=2 * body_limit + 4096,   # above the app's limit: its JSON 413 wins
+            # above the app's limits (JSON bodies, media uploads): its JSON 413 wins
+            max_request_body_size=max(2 * body_limit, getattr(getattr(state, "settings", None), "upload_limit", 0))
+            + 4096,
             max_request_header_size=64 * 1024,
             connection_limit=connection_limit,
             asyncore_use_poll=True,                        # no FD_SETSIZE limit on many connections

@@ -21,6 +21,7 @@ class HttpSettings:
     send_wait: float = 5.0                # how long a send to a connected session waits for WhatsApp's ack
     qr_wait: float = 2.0                  # how long initialize waits for the first QR code
     body_limit: int = 512 * 1024          # bytes; larger bodies answer 413
+    upload_limit: int = 16 * 2 ** 20      # bytes of a multipart media upload (routes that take one)
     sse_max_streams: int = 8
     sse_heartbeat: float = 15.0
     simulator: bool | None = None         # mount /api/simulator; None: when the transport is simulated

@@ -116,6 +116,7 @@ def test_a_document_keeps_its_file_name_and_a_retry_with_the_key_sends_once(web,
     ({"type": "image", "url": "ftp://example.com/x.png"}, 400),
     ({"type": "image", "url": "/cat.png", "message": "x"}, 400),
     ({"type": "document", "url": "/inv.pdf", "fileName": "../../etc/passwd"}, 400),
+    ({"type": "image", "url": "/cat.png", "to": "12"}, 400),                 # a bad recipient fetches nothing
 ])
 def test_refused_media_sends_are_clear_4xx_and_send_nothing(web, files, body, status):
     app, board, _events, data = web
@@ -173,3 +174,59 @@ def test_the_neonize_child_sends_the_local_file_as_bytes(tmp_path):
     execute(Client(), "send", {"jid": "79001234567@s.whatsapp.net", "payload": doc.as_record()})
     assert calls == [("image", "79001234567@s.whatsapp.net", PNG, "a cat"),
                      ("document", "79001234567@s.whatsapp.net", PNG, "inv.pdf", "application/pdf")]
+
+
+# ---- multipart uploads ------------------------------------------------------------------------------
+
+def _upload(app, fields, file, headers=ADMIN):
+    return app.post("/api/whatsapp/sessions/acme/messages", {**fields, "file": file}, headers=headers,
+                    content_type="multipart/form-data", expect_errors=True)
+
+
+def test_an_uploaded_file_is_sent_with_its_kind_from_the_content_type(web):
+    app, board, _events, data = web
+    _link(app, "acme", "79990001122")
+    res = _upload(app, {"to": "79001234567", "caption": "uploaded"}, webtest.Upload("cat.png", PNG, "image/png"))
+    assert res.status_int == 200 and res.json["status"] == "sent", res.text
+    (got,) = board.network.messages("79001234567")
+    assert (got["mediaType"], got["mime"], got["size"], got["caption"]) == ("image", "image/png", len(PNG), "uploaded")
+    assert (data / "acme" / "media" / hashlib.sha256(PNG).hexdigest()).read_bytes() == PNG
+    doc = _upload(app, {"to": "79001234567"}, webtest.Upload("../../inv.pdf", b"%PDF-1.4", "application/pdf"))
+    assert doc.status_int == 200, doc.text
+    assert board.network.messages("79001234567")[1]["fileName"] == "inv.pdf"     # the name only, no path
+
+
+@pytest.mark.parametrize("fields, file, status", [
+    ({}, ("cat.png", PNG, "image/png"), 400),                                          # no recipient
+    ({"to": "79001234567"}, None, 400),                                                # no file
+    ({"to": "79001234567", "type": "image"}, ("x.html", b"<html>", "text/html"), 415),
+    ({"to": "79001234567", "type": "hologram"}, ("cat.png", PNG, "image/png"), 400),
+    ({"to": "12"}, ("cat.png", PNG, "image/png"), 400),                                 # bad phone
+])
+def test_refused_uploads_are_clear_4xx_and_send_nothing(web, fields, file, status):
+    app, board, _events, data = web
+    _link(app, "acme", "79990001122")
+    params = dict(fields)
+    if file is not None:
+        params["file"] = webtest.Upload(*file)
+    res = app.post("/api/whatsapp/sessions/acme/messages", params, headers=ADMIN, content_type="multipart/form-data",
+                   expect_errors=True)
+    assert res.status_int == status, res.text
+    assert board.network.messages("79001234567") == [] and not (data / "acme" / "media").exists()
+
+
+def test_an_upload_over_the_limit_is_413_while_json_keeps_its_own_limit(tmp_path):
+    with running_board(tmp_path / "data") as board:
+        app = build_app(board, tmp_path / "data", upload_limit=2000, body_limit=1000)
+        web = webtest.TestApp(app)
+        try:
+            _link(web, "acme", "79990001122")
+            big = _upload(web, {"to": "79001234567"}, webtest.Upload("big.png", b"x" * 3000, "image/png"))
+            assert big.status_int == 413
+            fits = _upload(web, {"to": "79001234567"}, webtest.Upload("ok.png", PNG * 4, "image/png"))
+            assert fits.status_int == 200, fits.text                     # 1.2 KB: over the JSON limit, fine here
+            res = web.post_json("/api/whatsapp/sessions/acme/messages", {"to": "79001234567", "message": "x" * 1500},
+                                headers=ADMIN, expect_errors=True)
+            assert res.status_int == 413
+        finally:
+            app.switchboard.close()
