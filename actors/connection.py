@@ -50,7 +50,10 @@ class QrCode:
 
 @dataclasses.dataclass(frozen=True)
 class QrExhausted:
-    """Every QR code expired before a scan. The connection is over."""
+    """The QR phase ended without a login. The connection is over. `reason` says why, for a
+    person: "QR expired" when every code ran out; a transport that knows better (the
+    network dropped during the QR phase, ...) says so."""
+    reason: str = "QR expired"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +91,20 @@ class Interrupted:
 
 @dataclasses.dataclass(frozen=True)
 class LoggedOut:
-    """The phone removed this device (401). Credentials are gone; never reconnect."""
+    """WhatsApp ended this device's login. Credentials are gone; never reconnect.
+    `code` is WhatsApp's, when the transport knows it: 401 the phone unlinked the device,
+    403 the account is locked, 406 the account is banned (the person must act on the
+    phone or with WhatsApp, not scan again)."""
     reason: str = "device removed"
+    code: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self.code == 403
+
+    @property
+    def banned(self) -> bool:
+        return self.code == 406
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +122,12 @@ class TemporaryBan:
 
 @dataclasses.dataclass(frozen=True)
 class ConnectFailure:
-    """WhatsApp refused the connection. Forbidden or outdated clients are not retryable."""
+    """WhatsApp refused the connection. Forbidden or outdated clients are not retryable.
+    `code` is WhatsApp's numeric reason when known (read from the raw node when the
+    transport's enum has no name for it)."""
     reason: str
     cause: Cause = Cause.REJECTED
+    code: int | None = None
 
     @property
     def retryable(self) -> bool:
@@ -187,7 +205,10 @@ class Connection(Protocol):
         ...
 
     def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side; resolves to None."""
+        """Unlinks this device on WhatsApp's side; resolves to None once WhatsApp confirmed.
+        Fails (any exception, its text for a person) when WhatsApp could not be told: the
+        session then forgets its credentials anyway and says the device may still be
+        listed on the phone."""
         ...
 
 
