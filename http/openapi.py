@@ -53,6 +53,12 @@ STATUS_PROPS: dict[str, Any] = {
     "queued": {"type": "integer", "minimum": 0},
     "messagesSent": {"type": "integer", "minimum": 0},
     "messagesReceived": {"type": "integer", "minimum": 0},
+    "unconfirmed": {"type": "integer", "minimum": 0,
+                    "description": "sends that may have reached WhatsApp with no answer saying so (not resent)"},
+    "lastUnconfirmed": {"type": "array", "items": {"type": "string"},
+                        "description": "outbox ids of the latest unconfirmed sends"},
+    "interrupted": {"type": "boolean",
+                    "description": "reconnecting while the transport heals the same link (sending paused)"},
 }
 STATUS_REQUIRED = ["companyId", "status", "connected"]
 QR_PROPS = {
@@ -68,7 +74,10 @@ SEND_PROPS = {
     "companyId": COMPANY_ID,
     "queued": {"type": "boolean"},
     "messageId": {**NULLABLE_STRING, "description": "WhatsApp's message id once sent"},
-    "status": {"type": "string", "enum": ["sent", "queued"]},
+    "status": {"type": "string", "enum": ["sent", "queued", "unconfirmed"],
+               "description": "unconfirmed: it may have reached WhatsApp, but no answer says so; it is not "
+                              "resent (send it again with a new Idempotency-Key if it did not arrive)"},
+    "error": {"type": "string", "description": "why the outcome is unknown (status unconfirmed)"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -103,7 +112,9 @@ SCHEMAS: dict[str, Any] = {
                    ["totalSessions", "activeConnections", "messagesSent", "messagesReceived"]),
     "Qr": _ok({"companyId": COMPANY_ID, **QR_PROPS}, ["qr", "qrDataUrl"]),
     "PairingCode": _ok({"companyId": COMPANY_ID, "phone": {"type": "string"},
-                        "code": {"type": "string", "example": "ABCD-1234"}, "hint": {"type": "string"}}, ["code"]),
+                        "code": {"type": "string", "example": "ABCD-1234"}, "hint": {"type": "string"},
+                        "expiresAt": {"type": "string", "format": "date-time",
+                                      "description": "when the QR session the code belongs to ends"}}, ["code"]),
     "Removed": _ok({"companyId": COMPANY_ID, "removed": {"type": "boolean"}, "loggedOut": {"type": "boolean"}},
                    ["removed"]),
     "Log": _ok({"records": {"type": "array", "items": {"type": "object"}}, "count": {"type": "integer"}},

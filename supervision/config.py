@@ -36,7 +36,7 @@ class Config:
     health_check_interval_ms: int = 30_000
     max_reconnect_attempts: int = 10
     reconnect_base_delay_ms: int = 5_000
-    reconnect_max_delay_ms: int = 60_000
+    reconnect_max_delay_ms: int = 300_000      # retries never stop for a cause that can heal: cap them
     device_name: str = "Switchboard"
     proxy: str | None = None                   # http:// or socks5:// for every company's neonize client
     go_log_level: str = "WARNING"
