@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut,
+from switchboard.actors.connection import (Cause, ConnectFailure, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut,
                                            PairingCode, Paired, QrCode, QrExhausted, Receipt, Replaced, SendError,
                                            TemporaryBan)
 from switchboard.actors.payload import Text
@@ -233,7 +233,10 @@ def test_receipts_follow_an_ack_to_a_linked_recipient(world):
     b, events_b = world.linked("b", "79990000002")
     message_id = a.send("79990000002@s.whatsapp.net", Text("hi b")).result(timeout=5)
     assert next_event(events_b, IncomingMessage).id == message_id
-    assert next_event(events_a, Receipt).message_ids == (message_id,)
+    receipt = next_event(events_a, Receipt)
+    assert receipt.message_ids == (message_id,)
+    # the server names the recipient's LID chat; the client maps it back to the phone
+    assert receipt.chat == "79990000002@s.whatsapp.net"
 
 
 # ---- pairing and login -----------------------------------------------------------------------------
@@ -304,3 +307,18 @@ def test_logout_tells_whatsapp_only_over_a_live_link(world):
     next_event(events, Connected)
     assert conn.logout().result(timeout=5).told_whatsapp
     assert wait_dead(conn) and PHONE not in world.net.connections()["accounts"]
+
+
+@pytest.mark.parametrize("code, cause", [(405, Cause.CLIENT_OUTDATED), (418, Cause.REJECTED)])
+def test_reject_is_a_connect_failure_with_its_code(world, code, cause):
+    conn, events = world.linked()
+    world.net.fault("acme", "reject", seconds=30, code=code)
+    failed = next_event(events, ConnectFailure)
+    assert (failed.code, failed.cause, failed.retryable) == (code, cause, False)
+    conn, events = world.open()
+    assert next_event(events, ConnectFailure).code == code              # and on every connect meanwhile
+    world.net.fault("acme", "reject", seconds=0, code=code)
+    conn, events = world.open()
+    next_event(events, Connected)
+    with pytest.raises(InvalidInput):
+        world.net.fault("acme", "reject", code=200)

@@ -12,6 +12,9 @@ Each one reproduces something real WhatsApp (whatsmeow, through neonize) does to
               `code` 401 the phone unlinked it (default), 403 the account is locked,
               406 the account is banned
 - ban         a temporary ban for `seconds` (TemporaryBan now and on every connect)
+- reject      WhatsApp refuses connects for `seconds` with ConnectFailure `code`
+              (405: client outdated, not retryable; 400-599 others, e.g. 418 that
+              neonize's enum has no name for: rejected)
 - replace     another client opens the same credentials (Replaced, 440)
 - interrupt   the socket drops and whatsmeow reconnects in the same process: Interrupted
               now, Connected again on the same link after `seconds`; sends meanwhile fail
@@ -31,11 +34,11 @@ import dataclasses
 import math
 from typing import Any
 
-from ...connection import Cause, ConnectionEvent, Disconnected, LoggedOut, QrExhausted, SendError
+from ...connection import Cause, ConnectFailure, ConnectionEvent, Disconnected, LoggedOut, QrExhausted, SendError
 from ...phone import InvalidInput
 
 FAULTS = ("drop", "refuse", "latency", "slow", "logout", "ban", "replace", "interrupt", "blackhole", "no-lid",
-          "pair-stall", "login")
+          "pair-stall", "login", "reject")
 LOGIN_OUTCOMES = ("timeout", "scanned-without-multidevice", "unexpected-state", "passkey", "error")
 MAX_SECONDS = 86400.0
 
@@ -47,6 +50,8 @@ class CompanyFaults:
     latency: float = 0.0
     slow: float = 0.0
     pair_stall: bool = False
+    reject_until: float = 0.0
+    reject_code: int = 0
 
     def take_pair_stall(self) -> bool:
         stall, self.pair_stall = self.pair_stall, False
@@ -83,6 +88,20 @@ def check_logout_code(code: Any) -> int:
 def logged_out(code: int) -> ConnectionEvent:
     kind, reason = LOGOUT_CODES[code]
     return event(LoggedOut, reason=reason, code=code, kind=kind)
+
+
+def check_failure_code(code: Any) -> int:
+    if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
+        raise InvalidInput("code must be a connect failure code from 400 to 599")
+    return code
+
+
+def connect_failure(code: int) -> ConnectionEvent:
+    """WhatsApp's connect failure `code`, as the transport reports it (with the raw code)."""
+    if code == 405:
+        return event(ConnectFailure, reason="client outdated (405, simulated)", cause=Cause.CLIENT_OUTDATED,
+                     code=code)
+    return event(ConnectFailure, reason=f"connect failure {code} (simulated)", cause=Cause.REJECTED, code=code)
 
 
 def login_failure(outcome: str) -> ConnectionEvent | None:

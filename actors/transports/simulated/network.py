@@ -33,8 +33,8 @@ from ...payload import Payload, Text
 from ...phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from ...scheduler import Scheduler
 from . import codes
-from .faults import (FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_logout_code, check_seconds, event, logged_out,
-                     login_failure, not_on_whatsapp)
+from .faults import (FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_failure_code, check_logout_code, check_seconds,
+                     connect_failure, event, logged_out, login_failure, not_on_whatsapp)
 from .store import DeviceStore
 
 if TYPE_CHECKING:
@@ -139,6 +139,8 @@ class SimulatedNetwork:
             raise InvalidInput(f"outcome must be one of {', '.join(LOGIN_OUTCOMES)}")
         if fault == "logout":
             code = check_logout_code(code)
+        elif fault == "reject":
+            code = check_failure_code(code)
         with self._lock:
             if company_id not in self._known:
                 raise LookupError(f"company {company_id!r} never connected to the simulator")
@@ -166,6 +168,11 @@ class SimulatedNetwork:
                 if live is None or live._state != "connected":
                     raise LookupError(f"company {company_id!r} is not connected")
                 self._interrupt(live, fault, seconds)
+            elif fault == "reject":
+                faults.reject_until, faults.reject_code = self._clock() + seconds, code
+                if live:
+                    live._die(connect_failure(code))
+                answer["code"] = code
             elif fault == "no-lid":
                 if seconds > 0:
                     self._not_on_whatsapp.add(phone)
@@ -227,9 +234,9 @@ class SimulatedNetwork:
         with self._lock:
             return list(self._received.get(normalize_phone(phone), []))
 
-    def connections(self) -> dict[str, Any]:
+    def connections(self, history: int = 200) -> dict[str, Any]:
         """Live connections per company (and the most ever seen at once), per account
-        (phone), and the recent history of changes."""
+        (phone), and the last `history` changes (at most HISTORY are kept)."""
         with self._lock:
             companies = {cid: {"live": len(self._live.get(cid, ())), "maxSeen": self._max_seen.get(cid, 0),
                                "phone": (self._devices.get(self._company_device.get(cid, "")) or _NO_DEVICE).phone}
@@ -242,7 +249,8 @@ class SimulatedNetwork:
                 acc["devices"] += 1
                 acc["live"] += int(device.live is not None) + int(device.foreign_live)
                 acc["maxSeen"] = self._account_max.get(device.phone, 0)
-            return {"companies": companies, "accounts": accounts, "history": list(self._history)}
+            recent = list(self._history)[-history:] if history > 0 else []
+            return {"companies": companies, "accounts": accounts, "history": recent}
 
     def live_count(self, company_id: str) -> int:
         with self._lock:
@@ -278,6 +286,9 @@ class SimulatedNetwork:
                 return
             if faults.ban_until > now:
                 conn._die(TemporaryBan(round(faults.ban_until - now, 3)))
+                return
+            if faults.reject_until > now:
+                conn._die(connect_failure(faults.reject_code))
                 return
             credentials = conn._read_credentials()
             if credentials is None:
@@ -441,7 +452,11 @@ class SimulatedNetwork:
                 return              # the link went first: its close failed the send as unconfirmed
             future.set_result(message_id)
             if delivered:
-                conn._emit(Receipt((message_id,), jid, "delivered", time.time()))
+                # whatsmeow sends DMs to the recipient's LID, so its receipts name the LID
+                # chat; the client maps it back to the phone (as the neonize child does).
+                lid = codes.lid_for(jid_to_phone(jid))
+                self._lids[lid] = jid_to_phone(jid)
+                conn._emit(Receipt((message_id,), f"{lid}@{codes.LID_SERVER}", "delivered", time.time()))
 
     def _timed_out(self, conn: SimulatedConnection, future: Future) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from typing import Any
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt, SendError)
 from ...payload import Payload, Text
 from . import codes, wire
-from .connection import CREDENTIALS_FILE, read_credentials, write_credentials
+from .connection import CREDENTIALS_FILE, pn_chat, read_credentials, write_credentials
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE = 5.0            # how long a closing link waits for the service's `closed`
@@ -201,11 +201,10 @@ class RemoteConnection:
 
     async def _event(self, event: ConnectionEvent, writer: asyncio.StreamWriter) -> None:
         if isinstance(event, IncomingMessage) and not event.phone and event.chat.endswith("@" + codes.LID_SERVER):
-            try:
-                phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=event.chat)), 10)
-            except Exception:
-                phone = None
+            phone = await self._lookup(event.chat)
             event = dataclasses.replace(event, phone=phone or "")
+        elif isinstance(event, Receipt) and event.chat.endswith("@" + codes.LID_SERVER):
+            event = dataclasses.replace(event, chat=pn_chat(event.chat, await self._lookup(event.chat)))
         with self._guard:
             closing, over = self._state == "closing", self._over
         # After close(): only what WhatsApp will not send again (messages, receipts).
@@ -216,6 +215,14 @@ class RemoteConnection:
         if isinstance(event, wire.TERMINAL):
             with self._guard:
                 self._over = True
+
+    async def _lookup(self, lid_chat: str) -> str | None:
+        """The phone of a LID, from the service's LID store (None when it has none)."""
+        try:
+            phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=lid_chat)), 10)
+        except Exception:
+            return None
+        return phone if isinstance(phone, str) else None
 
     def _begin_close(self) -> None:
         writer = self._writer
