@@ -131,6 +131,7 @@ def test_a_dead_service_is_a_drop_and_an_unanswered_send_is_unconfirmed(service,
     service.net.fault("acme", "slow", seconds=30)
     waiting = conn.send(JID, Text("in flight"))
     service.links.stop()
+    assert service.net.live_count("acme") == 0                      # the service ended its side too
     dropped = next_event(events, Disconnected)
     assert dropped.retryable and dropped.cause is Cause.DROPPED
     with pytest.raises(SendError) as failed:

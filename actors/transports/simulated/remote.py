@@ -39,6 +39,7 @@ class RemoteTransport:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
         self._address: tuple[str, int] | None = None
+        self._asking: asyncio.Future | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simulator-client", daemon=True)
         self._thread.start()
@@ -76,13 +77,18 @@ class RemoteTransport:
             self._links.discard(link)
 
     async def _link_address(self) -> tuple[str, int]:
-        if self._address is None:
+        """The link server's address; links opening at once share one question."""
+        if self._address is not None:
+            return self._address
+        if self._asking is None or self._asking.done():
             def ask() -> tuple[str, int]:
                 with urllib.request.urlopen(self.url + "/api/simulator/link", timeout=self.connect_timeout) as r:
                     body = json.loads(r.read())
                 return str(body["host"]), int(body["port"])
-            self._address = await self._loop.run_in_executor(None, ask)
-        return self._address
+            self._asking = self._loop.run_in_executor(None, ask)
+        address = await asyncio.shield(self._asking)
+        self._address = address
+        return address
 
 
 class RemoteConnection:

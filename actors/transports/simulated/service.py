@@ -93,6 +93,7 @@ class LinkServer:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simulator-links", daemon=True)
 
     def start(self) -> LinkServer:
@@ -109,7 +110,8 @@ class LinkServer:
                 self._server.close()
             for writer in list(self._writers):
                 writer.close()
-            await asyncio.sleep(0)
+            if self._serving:                # each link ends in the network before the loop stops
+                await asyncio.wait(list(self._serving), timeout=5)
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -117,6 +119,10 @@ class LinkServer:
         self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         self._writers.add(writer)
         link: ServiceLink | None = None
         try:
