@@ -21,7 +21,7 @@ from switchboard.actors.clock import iso
 from switchboard.actors.payload import MAX_TEXT
 from switchboard.actors.phone import normalize_phone, validate_company_id
 from switchboard.actors.transports.simulated import FAULTS, LOGIN_OUTCOMES, SimulatedNetwork
-from switchboard.actors.transports.simulated.network import HISTORY
+from switchboard.actors.transports.simulated.ledger import HISTORY
 
 from . import metrics as metrics_mod
 from .auth import ApiKeys, Principal

@@ -32,10 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...connection import Cause, ConnectFailure, ConnectionEvent, Disconnected, LoggedOut, QrExhausted, SendError
-from ...phone import InvalidInput
+from ...connection import (Cause, ConnectFailure, Connected, ConnectionEvent, Disconnected, Interrupted, LoggedOut,
+                           QrCode, QrExhausted, Replaced, SendError, TemporaryBan)
+from ...phone import InvalidInput, normalize_phone
+
+if TYPE_CHECKING:
+    from .connection import SimulatedConnection
+    from .network import SimulatedNetwork
 
 FAULTS = ("drop", "refuse", "latency", "slow", "logout", "ban", "replace", "interrupt", "blackhole", "no-lid",
           "pair-stall", "login", "reject")
@@ -125,3 +130,113 @@ def not_on_whatsapp(jid: str) -> SendError:
     """whatsmeow's error for a number without a LID (not on WhatsApp), never retryable."""
     message = f"number not on WhatsApp: no LID found for {jid} from server"
     return SendError(message, retryable=False, code=SendError.NOT_ON_WHATSAPP)
+
+
+def inject(net: SimulatedNetwork, company_id: str, fault: str, seconds: float, *, phone: str | None = None,
+           outcome: str | None = None, code: int | None = None) -> dict[str, Any]:
+    """Apply `fault` to the company's account on `net` (see the module docstring)."""
+    if fault not in FAULTS:
+        raise InvalidInput(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+    seconds = check_seconds(seconds)
+    if fault == "no-lid":
+        phone = normalize_phone(phone)
+    if fault == "login" and outcome not in LOGIN_OUTCOMES:
+        raise InvalidInput(f"outcome must be one of {', '.join(LOGIN_OUTCOMES)}")
+    if fault == "logout":
+        code = check_logout_code(code)
+    elif fault == "reject":
+        code = check_failure_code(code)
+    with net._lock:
+        if company_id not in net._known:
+            raise LookupError(f"company {company_id!r} never connected to the simulator")
+        company = net._faults.setdefault(company_id, CompanyFaults())
+        device = net._devices.get(net._company_device.get(company_id, ""))
+        live = net._live_connection(company_id)
+        answer: dict[str, Any] = {"companyId": company_id, "fault": fault, "seconds": seconds}
+        if fault == "latency":
+            company.latency = seconds
+        elif fault == "slow":
+            company.slow = seconds
+        elif fault == "drop":
+            if live:
+                live._die(Disconnected("connection dropped (simulated)", Cause.DROPPED))
+        elif fault == "refuse":
+            # An outage: the link drops now and connects are refused until it ends.
+            company.refuse_until = net._clock() + seconds
+            if live:
+                live._die(Disconnected("connection lost: network unreachable (simulated)", Cause.UNREACHABLE))
+        elif fault == "ban":
+            company.ban_until = net._clock() + seconds
+            if live:
+                live._die(TemporaryBan(seconds))
+        elif fault in ("interrupt", "blackhole"):
+            if live is None or live._state != "connected":
+                raise LookupError(f"company {company_id!r} is not connected")
+            _interrupt(net, live, fault, seconds)
+        elif fault == "reject":
+            company.reject_until, company.reject_code = net._clock() + seconds, code
+            if live:
+                live._die(connect_failure(code))
+            answer["code"] = code
+        elif fault == "no-lid":
+            if seconds > 0:
+                net._not_on_whatsapp.add(phone)
+            else:
+                net._not_on_whatsapp.discard(phone)
+            answer["phone"] = phone
+        elif fault == "pair-stall":
+            company.pair_stall = seconds > 0
+        elif fault == "login":
+            conn = net._pending_qr.get(company_id)
+            if conn is None:
+                raise LookupError(f"company {company_id!r} is not showing a QR code")
+            _login_fails(net, conn, outcome)
+            answer["outcome"] = outcome
+        elif device is None or device.removed:
+            raise LookupError(f"company {company_id!r} has no linked device")
+        elif fault == "logout":
+            net._remove(device)
+            if device.live:
+                device.live._die(logged_out(code))
+            answer["code"] = code
+        elif fault == "replace":
+            if device.live:
+                device.live._die(Replaced())
+            device.foreign_live = True
+            net._record(company_id)
+        return answer
+
+
+def _login_fails(net: SimulatedNetwork, conn: SimulatedConnection, outcome: str) -> None:
+    """A QR login ends without a link (or, scanned without multi-device, goes on)."""
+    failure = login_failure(outcome)
+    if failure is None:         # the same code stays valid; the user is told why it did not link
+        left = max(0.0, round(conn._qr_expires - net._clock(), 3))
+        conn._emit(event(QrCode, code=conn._qr, expires_in=left,
+                         hint="the phone scanned the code without multi-device; update WhatsApp on the phone"))
+        return
+    net._pending_qr.pop(conn.company_id, None)
+    conn._die(failure)
+
+
+def _interrupt(net: SimulatedNetwork, conn: SimulatedConnection, fault: str, seconds: float) -> None:
+    """The link is lost (interrupt) or goes silent (blackhole) and the client heals it
+    by itself after `seconds`: Interrupted now, Connected again on the same link then."""
+    if fault == "interrupt":
+        conn._state = "interrupted"
+        conn._emit(Interrupted("connection lost; the client is reconnecting (simulated)", Cause.DROPPED))
+    else:
+        conn._state = "blackhole"
+        conn._emit(Interrupted("keep-alive timed out; the server does not answer (simulated)",
+                               Cause.KEEPALIVE))
+    net._scheduler.call_later(seconds, _heal, net, conn, conn._state)
+
+
+def _heal(net: SimulatedNetwork, conn: SimulatedConnection, state: str) -> None:
+    with net._lock:
+        device = conn._device
+        if conn._state != state or device is None or device.live is not conn:
+            return
+        conn._state = "connected"
+        conn._emit(Connected(device.phone))
+        net._drain(device, conn)
