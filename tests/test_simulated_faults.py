@@ -200,9 +200,21 @@ def test_a_link_that_closes_with_a_send_unanswered_fails_it_as_unconfirmed(world
     conn, events = world.linked()
     world.net.fault("acme", "slow", seconds=30)
     waiting = conn.send(JID, Text("in flight"))
+    deadline = time.monotonic() + 5
+    while not world.net.messages("79001234567") and time.monotonic() < deadline:
+        time.sleep(0.01)                                            # WhatsApp has it, the answer is pending
     world.net.fault("acme", "drop")
     failed = error_of(waiting)
     assert failed.unconfirmed and not failed.retryable
+
+
+def test_a_send_that_never_reached_a_dropped_link_is_retryable_not_unconfirmed(world):
+    conn, events = world.linked()
+    world.net.fault("acme", "drop")
+    next_event(events, Disconnected)
+    failed = error_of(conn.send(JID, Text("too late")))
+    assert failed.retryable and not failed.unconfirmed                  # nothing left: the outbox retries it
+    assert world.net.messages("79001234567") == []
 
 
 # ---- identity ------------------------------------------------------------------------------------

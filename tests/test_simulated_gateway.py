@@ -7,6 +7,7 @@ import pytest
 
 from switchboard.supervision import Switchboard
 
+from tests.support.http import wait_until
 from tests.support.sessions import FAST_SETTINGS, StateWaiter
 from tests.support.simulator import ServiceInThread
 
@@ -45,7 +46,9 @@ def test_drop_then_the_actor_reconnects_on_a_new_socket(gateway, service):
     board, waiter = gateway
     linked(board, waiter, service)
     service.client.fault("acme", "drop")
-    waiter.until("acme", lambda s: s["status"] == "connected" and s["reconnectAttempts"] == 0, timeout=10)
+    assert wait_until(lambda: any(e.kind == "state" and e.data["state"] == "reconnecting"
+                                  for e in board.bus.recent(0)), timeout=10)
+    waiter.state("acme", "connected", timeout=10)
     assert service.net.max_seen("acme") == 1 and service.net.live_count("acme") == 1
     receipt = board.session("acme").send("79001234567", "after the drop").get(timeout=5)
     assert receipt.delivered.result(timeout=5) == service.client.messages("79001234567")[0]["id"]

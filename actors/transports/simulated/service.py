@@ -24,6 +24,7 @@ from .network import SimulatedNetwork, _Device
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
+END_GRACE = 30.0         # how long an ended link's socket waits for the client to close it
 
 
 class ServiceLink(SimulatedConnection):
@@ -155,7 +156,11 @@ class LinkServer:
             if writer.is_closing():
                 return
             if message is None:
-                writer.close()
+                # The link is over, but the client closes the socket (its transport does once
+                # the session closes the connection): closing it here with the client's
+                # commands unread would reset it and lose the last event on the way. A
+                # command that still comes gets a definite answer (not connected).
+                loop.call_later(END_GRACE, writer.close)
             else:
                 writer.write(wire.line(message))
 
@@ -188,7 +193,7 @@ class LinkServer:
             future = link.logout()
             self._reply(link, req, future)
             if future.result().told_whatsapp:
-                link._send(None)          # unlinked: the socket closes after the answer
+                link._send(None)          # unlinked: the link is over after the answer
         else:
             raise wire.ProtocolError(f"unknown op {op!r}")
 
