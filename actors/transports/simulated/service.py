@@ -3,9 +3,12 @@ SimulatedNetwork. One asyncio loop on one thread serves every link; the network 
 its links from any thread (timers, HTTP requests), so a link writes through
 `call_soon_threadsafe`, which keeps the order the network emitted in.
 
-A link is live exactly while its socket is open: when the gateway dies, the kernel
-closes its sockets, the read ends, and the link is over (what it had not acknowledged is
-held again for the device's next link).
+A link is live only while its socket is open: when the gateway dies, the kernel closes
+its sockets, the read ends, and the link is over (what it had not acknowledged is held
+again for the device's next link). A link also ends while its socket is still open: on a
+final event (a drop, a logout, a replacement ...) or when the client says `close`; the
+socket then stays until the client closes it, so nothing on the way is reset, and any
+command that still comes is answered (not connected).
 """
 from __future__ import annotations
 
