@@ -25,8 +25,11 @@ Each one reproduces something real WhatsApp (whatsmeow, through neonize) does to
               retryable); `seconds: 0` lifts it
 - pair-stall  the next scan pairs (Paired) and then nothing: the 515 restart failed
               silently; a later connect with the stored credentials works
-- login       the QR login ends with `outcome` (LOGIN_OUTCOMES), each as whatsmeow's QR
-              channel reports it
+- login       the QR login ends with `outcome` (LOGIN_OUTCOMES), each as the neonize
+              transport reports whatsmeow's QR channel outcome: timeout (codes ran out) ->
+              QrExhausted; dropped (socket lost during the QR phase) and unexpected-state ->
+              Disconnected, retryable; error, passkey -> QrExhausted with the reason;
+              scanned-without-multidevice -> the same QrCode again with a hint
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 FAULTS = ("drop", "refuse", "latency", "slow", "logout", "ban", "replace", "interrupt", "blackhole", "no-lid",
           "pair-stall", "login", "reject")
-LOGIN_OUTCOMES = ("timeout", "scanned-without-multidevice", "unexpected-state", "passkey", "error")
+LOGIN_OUTCOMES = ("timeout", "dropped", "scanned-without-multidevice", "unexpected-state", "passkey", "error")
 MAX_SECONDS = 86400.0
 
 
@@ -114,16 +117,21 @@ def login_failure(outcome: str) -> ConnectionEvent | None:
     the login goes on (scanned without multi-device keeps the same code valid)."""
     if outcome == "scanned-without-multidevice":
         return None
+    if outcome == "timeout":
+        return QrExhausted()                     # the codes ran out ("QR expired")
+    if outcome == "dropped":
+        # qrchan.go reports a socket lost while a code was shown as "timeout" too; the
+        # neonize transport tells it from exhaustion by the clock: a retryable drop.
+        return Disconnected("connection to WhatsApp lost while the QR code was shown (simulated)", Cause.DROPPED)
     if outcome == "unexpected-state":
         # Connected, LoggedOut or a ban arrived during the QR phase: the store may now hold
         # an id, so connecting again with it is the way on.
         return Disconnected("the QR login ended in an unexpected state (simulated)", Cause.DROPPED)
     reasons = {
-        "timeout": "QR code expired before it was scanned",
-        "passkey": "the phone asked for a passkey, which this client cannot answer",
-        "error": "pairing failed on the phone (simulated pair error)",
+        "passkey": "the phone asked to confirm the link with a passkey, which this client cannot answer",
+        "error": "pairing failed after the scan (simulated pair error); scan a new QR code",
     }
-    return event(QrExhausted, reason=reasons[outcome])
+    return QrExhausted(reason=reasons[outcome])
 
 
 def not_on_whatsapp(jid: str) -> SendError:
