@@ -113,6 +113,9 @@ class RemoteConnection:
             if self._state != "new":
                 return
             self._state = "opening"
+        if self.transport._loop.is_closed():     # the transport is closed: no loop to run the link on
+            self._finish(Disconnected("the simulator transport is closed", Cause.OPEN_FAILED))
+            return
         asyncio.run_coroutine_threadsafe(self._run(), self.transport._loop)
 
     def close(self) -> Future:
@@ -160,11 +163,13 @@ class RemoteConnection:
             self._writer = writer
             if not closing:
                 self._state = "open"
+        if closing:                        # closed while connecting: never say hello
+            writer.close()
+            self._finish(Disconnected("closed before the link was up"))
+            return
         credentials = read_credentials(self.company_dir)
         writer.write(wire.line({"op": "hello", "version": wire.VERSION, "company": self.company_id,
                                 "credentials": credentials}))
-        if closing:
-            self._begin_close()
         inbox: asyncio.Queue = asyncio.Queue()
         consumer = asyncio.ensure_future(self._consume(inbox, writer))
         lost: Exception | None = None
