@@ -164,7 +164,10 @@ class SimulatedNetwork:
 
     def connections(self, history: int = 200) -> dict[str, Any]:
         """Live connections per company (and the most ever seen at once), per account
-        (phone), and the last `history` changes (at most ledger.HISTORY are kept)."""
+        (phone: its linked devices, their live links now, and the most one device ever had
+        at once, outside clients included), and the last `history` changes (at most
+        ledger.HISTORY are kept). Several companies may link one phone (devices of one
+        account, as on WhatsApp); two live links for one device are what must never be."""
         with self._lock:
             ledger = self._ledger
             companies = {cid: {"live": ledger.live_count(cid), "maxSeen": ledger.max_seen(cid),
