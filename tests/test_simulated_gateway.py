@@ -75,3 +75,28 @@ def test_a_stopped_board_leaves_no_link_behind(gateway, service):
     board.stop()
     assert service.net.live_count("a") == service.net.live_count("b") == 0
     assert not board.transport._links
+
+
+def test_faults_with_their_fields_over_http_reach_the_session(gateway, service):
+    import queue
+    from switchboard.actors.connection import SendError
+    board, waiter = gateway
+    linked(board, waiter, service)
+    received: queue.Queue = queue.Queue()
+    board.on_message(received.put, company_id="acme")
+    # a sender arriving as its LID still reaches the session with its phone
+    service.client.deliver_inbound("acme", "79005550000", "from a LID", as_lid=True)
+    message = received.get(timeout=5)
+    assert message.phone == "79005550000" and message.text == "from a LID"
+    # a number that is not on WhatsApp: the send fails for good, nothing reached anyone
+    service.client.fault("acme", "no-lid", phone="79001230000")
+    receipt = board.session("acme").send("79001230000", "anyone?").get(timeout=5)
+    with pytest.raises(SendError) as failed:
+        receipt.delivered.result(timeout=5)
+    assert "not on WhatsApp" in str(failed.value) and service.client.messages("79001230000") == []
+    # a QR login that ends with a pairing error stops the session with that reason
+    board.session("qr-co").start().get(timeout=5)
+    waiter.state("qr-co", "qr")
+    service.client.fault("qr-co", "login", outcome="error")
+    status = waiter.state("qr-co", "stopped")
+    assert service.client.live_count("qr-co") == 0, status
