@@ -32,8 +32,20 @@ from .mapping import FORWARDED, map_event, user_digits
 log = logging.getLogger("switchboard.neonize.child")
 
 
+def _forkserver() -> Any:
+    """The preload module if this child was forked from the warm fork server, else None."""
+    return sys.modules.get(f"{__package__}.preload")
+
+
 def _die_with_parent(parent_pid: int | None) -> None:
-    """SIGKILL this process when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """SIGKILL this process when the parent dies (Linux prctl PR_SET_PDEATHSIG).
+
+    Forked from the fork server, the parent is the server, which dies with the gateway
+    (preload.py); then the gateway's own death shows as EOF on the pipe as well."""
+    server = _forkserver()
+    if server is not None and server.FORKSERVER_PID:
+        parent_pid = server.FORKSERVER_PID
+        _release_forkserver()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)     # 1 = PR_SET_PDEATHSIG
@@ -41,6 +53,30 @@ def _die_with_parent(parent_pid: int | None) -> None:
         pass                                            # not Linux: pipe EOF still ends us
     if parent_pid and os.getppid() != parent_pid:       # parent died before prctl took effect
         os._exit(wire.EXIT_PARENT_GONE)
+
+
+def _release_forkserver() -> None:
+    """Close the fork server's "alive" pipe inherited from it: the server exits when the
+    gateway's end closes, which must not wait for the last child (whose death waits for
+    the server's, PR_SET_PDEATHSIG)."""
+    from multiprocessing import forkserver
+    fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
+
+
+def _go_runtime_settings(cfg: dict) -> None:
+    """The Go runtime reads these once, when the library loads: set them before that.
+    One connection needs few threads and little heap; the defaults size for the machine
+    (GOMAXPROCS = every CPU) and let the heap double before a collection (GOGC=100)."""
+    for name in ("GOGC", "GOMEMLIMIT", "GOMAXPROCS"):
+        value = cfg.get(name.lower())
+        if value:
+            os.environ[name] = str(value)
 
 
 def _log_level(name: str) -> int:
@@ -184,6 +220,10 @@ def child_main(cfg: dict, conn: Any) -> None:
     # other commands wait in run_command until `ready`, which needs the client.
     threading.Thread(target=session.command_loop, daemon=True, name="commands").start()
     uuid = f"{cfg['company_id']}#{cfg.get('generation', 0)}#{secrets.token_hex(4)}"   # unique per child
+    _go_runtime_settings(cfg)
+    server = _forkserver()
+    if server is not None:
+        server.finish_neonize_import()        # runs neonize/__init__: loads Go, here
     session.client = client = _make_client(cfg, session, uuid)
 
     from neonize._binder import ProxySettings
