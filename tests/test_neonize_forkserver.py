@@ -134,3 +134,40 @@ def test_the_warm_up_refuses_a_process_with_a_thread():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert out.returncode == 3 and "warmed" not in out.stdout
     assert "threads after warming" in out.stderr and "refusing to fork" in out.stderr
+
+
+def _slow_starter(cfg: dict, conn) -> None:
+    """A child whose start-up never ends (it keeps its started_signal) until told to go."""
+    conn.recv()
+    os._exit(0)
+
+
+def _quick_starter(cfg: dict, conn) -> None:
+    cfg.pop(spawner.STARTED_SIGNAL).close()     # start-up over at once
+    conn.recv()
+    os._exit(0)
+
+
+def test_starts_wait_for_a_slot_until_a_start_up_is_over():
+    """At most `limit` children between their fork and the end of their start-up: the
+    next start waits for a slot (a restore of many companies is no herd)."""
+    gate = spawner._Spawner()
+    gate.limit = 1
+    children = []
+    try:
+        first = gate.submit(_slow_starter, {}, "slow").result(timeout=30)
+        children.append(first)
+        second = gate.submit(_quick_starter, {}, "quick")
+        assert not wait_until(second.done, 1.0)        # held: the first is still starting up
+        first[1].send("go")                            # the first ends; its slot frees
+        children.append(second.result(timeout=30))
+        third = gate.submit(_quick_starter, {}, "quick2")
+        children.append(third.result(timeout=30))      # the second said "over": no wait
+    finally:
+        for proc, conn in children:
+            try:
+                conn.send("go")
+            except OSError:
+                pass
+            proc.join(10)
+            conn.close()

@@ -225,6 +225,9 @@ def child_main(cfg: dict, conn: Any) -> None:
     if server is not None:
         server.finish_neonize_import()        # runs neonize/__init__: loads Go, here
     session.client = client = _make_client(cfg, session, uuid)
+    started = cfg.pop("started_signal", None)
+    if started is not None:
+        started.close()                       # start-up over: the spawner may start the next one
 
     from neonize._binder import ProxySettings
     proxy = ProxySettings(proxy_address=cfg["proxy"]) if cfg.get("proxy") else None

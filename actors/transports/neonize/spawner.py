@@ -16,6 +16,14 @@ start (the benchmark uses it to measure both).
 The child target is `child_entry`, which imports the neonize side by name, so the gateway
 process never has to import it.
 
+Start-up at scale (a gateway restoring 1,000 companies): starts run one at a time on one
+thread, and at most `max_starting` children (SWITCHBOARD_NEONIZE_MAX_STARTING, default
+the number of CPUs, at least 2) may be between their fork and the end of their start-up
+(Go loaded, client made, about to dial) at once; the next start waits for a slot, or for
+STARTING_DEADLINE seconds. A child says its start-up is over by closing the write end of
+a pipe it got in its config ("started_signal"); its exit closes it too. So a restore is
+a steady stream at the machine's pace instead of a herd of children loading Go at once.
+
 Nobody waits for a start: spawn() queues it and returns a future. A start takes 0.3-0.5 s
 and they run one after another, so with fifty companies restored at once a caller that
 waited would wait tens of seconds.
@@ -28,7 +36,9 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future
+from multiprocessing.connection import wait as _wait_ready
 from typing import Any, Callable
 
 log = logging.getLogger("switchboard.neonize")
@@ -36,6 +46,17 @@ log = logging.getLogger("switchboard.neonize")
 _SPAWN = multiprocessing.get_context("spawn")
 _FORKSERVER = multiprocessing.get_context("forkserver")
 WARM_MODULE = f"{__package__}.warm_forkserver"
+STARTING_DEADLINE = 10.0         # seconds a start may hold its slot without saying it is over
+STARTED_SIGNAL = "started_signal"
+
+
+def max_starting() -> int:
+    """How many children may be starting up at once (see the module's docstring)."""
+    try:
+        value = int(os.environ.get("SWITCHBOARD_NEONIZE_MAX_STARTING", "0"))
+    except ValueError:
+        value = 0
+    return value if value > 0 else max(2, os.cpu_count() or 1)
 
 ChildTarget = Callable[[dict, Any], None]
 
@@ -65,6 +86,8 @@ class _Spawner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
+        self._starting: list[tuple[Any, float]] = []   # (started_signal reader, deadline)
+        self.limit = max_starting()
 
     def submit(self, target: ChildTarget, cfg: dict, name: str) -> Future:
         with self._lock:
@@ -92,6 +115,7 @@ class _Spawner:
     def _start(self, target: ChildTarget, cfg: dict, name: str) -> tuple[Any, Any]:
         if self._ctx is None:
             self._ctx = _choose_context()
+        self._wait_for_slot()
         if self._ctx is _FORKSERVER:
             # A failure may be passing (out of fds): try again once (a dead server is
             # restarted by multiprocessing); twice in a row means the server is unusable.
@@ -107,17 +131,42 @@ class _Spawner:
 
     def _start_with(self, ctx: Any, target: ChildTarget, cfg: dict, name: str) -> tuple[Any, Any]:
         parent_end, child_end = ctx.Pipe(duplex=True)
+        started_r, started_w = ctx.Pipe(duplex=False)
         self._local.lean = getattr(target, "__module__", "__main__") != "__main__"
         try:
-            proc = ctx.Process(target=target, args=(cfg, child_end), name=name, daemon=True)
+            proc = ctx.Process(target=target, args=({**cfg, STARTED_SIGNAL: started_w}, child_end),
+                               name=name, daemon=True)
             proc.start()
         except BaseException:
             parent_end.close()
+            started_r.close()
             raise
         finally:
             self._local.lean = False
             child_end.close()       # else the parent keeps the pipe open: no EOF at the child's exit
+            started_w.close()       # the same for the start-up signal
+        self._starting.append((started_r, time.monotonic() + STARTING_DEADLINE))
         return proc, parent_end
+
+    def _wait_for_slot(self) -> None:
+        """Block (this thread only) until fewer than `limit` children are starting up."""
+        while True:
+            now = time.monotonic()
+            still = []
+            for reader, deadline in self._starting:
+                if deadline <= now or _wait_ready([reader], 0):   # over (EOF), or out of time
+                    reader.close()
+                else:
+                    still.append((reader, deadline))
+            self._starting = still
+            if len(still) < self.limit:
+                return
+            _wait_ready([reader for reader, _ in still], min(d for _, d in still) - now)
+
+    @property
+    def starting(self) -> int:
+        """Children started whose start-up is not over yet (as last counted)."""
+        return len(self._starting)
 
     @property
     def start_method(self) -> str | None:
