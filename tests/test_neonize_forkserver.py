@@ -90,9 +90,11 @@ def test_a_killed_child_touches_no_other(tmp_path, hold_proxy):
 _GATEWAY = textwrap.dedent("""
     import pathlib, sys, time
     from switchboard.actors.transports.neonize import NeonizeTransport, spawner
-    if len(sys.argv) > 3:
-        spawner.WARM_MODULE = sys.argv[3]
-    transport = NeonizeTransport(proxy=sys.argv[1], stop_grace=1.0)
+    how = sys.argv[3]
+    if how != "spawn":
+        spawner.WARM_MODULE = how
+    transport = NeonizeTransport(proxy=sys.argv[1], stop_grace=1.0,
+                                 start_method="spawn" if how == "spawn" else None)
     conn = transport.connect("fallback", pathlib.Path(sys.argv[2]), lambda e: None)
     conn.open()
     for _ in range(3000):                  # open() only queues the start
@@ -110,7 +112,7 @@ def test_children_are_spawned_when_asked_or_when_the_server_is_unusable(tmp_path
     env = {**os.environ}
     args = [sys.executable, "-c", _GATEWAY, hold_proxy.url, str(tmp_path / "fallback")]
     if how == "asked":
-        env["SWITCHBOARD_NEONIZE_START"] = "spawn"
+        args.append("spawn")
     else:                                  # a fork server whose warm-up refuses, as preload's checks do
         (tmp_path / "refusing_warmup.py").write_text("import os\nos._exit(3)\n")
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])

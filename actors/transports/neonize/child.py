@@ -69,14 +69,12 @@ def _release_forkserver() -> None:
         forkserver._forkserver._forkserver_alive_fd = None
 
 
-def _go_runtime_settings(cfg: dict) -> None:
-    """The Go runtime reads these once, when the library loads: set them before that.
-    One connection needs few threads and little heap; the defaults size for the machine
-    (GOMAXPROCS = every CPU) and let the heap double before a collection (GOGC=100)."""
-    for name in ("GOGC", "GOMEMLIMIT", "GOMAXPROCS"):
-        value = cfg.get(name.lower())
-        if value:
-            os.environ[name] = str(value)
+def _go_runtime_defaults() -> None:
+    """The Go runtime reads its settings from the environment once, when the library
+    loads: set defaults before that. One connection needs no more than two Ps; Go's own
+    default is one per CPU, each with its caches and GC workers, on a big machine times
+    every company. The gateway's environment (GOMAXPROCS, GOGC, GOMEMLIMIT) wins."""
+    os.environ.setdefault("GOMAXPROCS", "2")
 
 
 def _log_level(name: str) -> int:
@@ -220,7 +218,7 @@ def child_main(cfg: dict, conn: Any) -> None:
     # other commands wait in run_command until `ready`, which needs the client.
     threading.Thread(target=session.command_loop, daemon=True, name="commands").start()
     uuid = f"{cfg['company_id']}#{cfg.get('generation', 0)}#{secrets.token_hex(4)}"   # unique per child
-    _go_runtime_settings(cfg)
+    _go_runtime_defaults()
     server = _forkserver()
     if server is not None:
         server.finish_neonize_import()        # runs neonize/__init__: loads Go, here

@@ -10,15 +10,15 @@ copy-on-write by every child instead of paid by each (scripts/bench_neonize).
 
 If the fork server cannot be used (it refused to warm up, or died while starting), the
 spawner falls back to "spawn" for the rest of the process: a fresh interpreter per child,
-which imports everything itself. SWITCHBOARD_NEONIZE_START=spawn chooses that from the
-start (the benchmark uses it to measure both).
+which imports everything itself. configure(start_method="spawn") chooses that from the
+start (SWITCHBOARD_NEONIZE_START=spawn; the benchmark uses it to measure both).
 
 The child target is `child_entry`, which imports the neonize side by name, so the gateway
 process never has to import it.
 
 Start-up at scale (a gateway restoring 1,000 companies): starts run one at a time on one
-thread, and at most `max_starting` children (SWITCHBOARD_NEONIZE_MAX_STARTING, default
-the number of CPUs, at least 2) may be between their fork and the end of their start-up
+thread, and at most `max_starting` children (configure(); SWITCHBOARD_NEONIZE_MAX_STARTING;
+default the number of CPUs, at least 2) may be between their fork and the end of their start-up
 (Go loaded, client made, about to dial) at once; the next start waits for a slot, or for
 STARTING_DEADLINE seconds. A child says its start-up is over by closing the write end of
 a pipe it got in its config ("started_signal"); its exit closes it too. So a restore is
@@ -50,13 +50,9 @@ STARTING_DEADLINE = 10.0         # seconds a start may hold its slot without say
 STARTED_SIGNAL = "started_signal"
 
 
-def max_starting() -> int:
-    """How many children may be starting up at once (see the module's docstring)."""
-    try:
-        value = int(os.environ.get("SWITCHBOARD_NEONIZE_MAX_STARTING", "0"))
-    except ValueError:
-        value = 0
-    return value if value > 0 else max(2, os.cpu_count() or 1)
+def default_max_starting() -> int:
+    return max(2, os.cpu_count() or 1)
+
 
 ChildTarget = Callable[[dict, Any], None]
 
@@ -87,7 +83,8 @@ class _Spawner:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._starting: list[tuple[Any, float]] = []   # (started_signal reader, deadline)
-        self.limit = max_starting()
+        self.limit = default_max_starting()
+        self.method = "forkserver"                      # what configure() asked for
 
     def submit(self, target: ChildTarget, cfg: dict, name: str) -> Future:
         with self._lock:
@@ -114,7 +111,7 @@ class _Spawner:
 
     def _start(self, target: ChildTarget, cfg: dict, name: str) -> tuple[Any, Any]:
         if self._ctx is None:
-            self._ctx = _choose_context()
+            self._ctx = _choose_context(self.method)
         self._wait_for_slot()
         if self._ctx is _FORKSERVER:
             # A failure may be passing (out of fds): try again once (a dead server is
@@ -174,14 +171,13 @@ class _Spawner:
         return None if self._ctx is None else self._ctx.get_start_method()
 
 
-def _choose_context() -> Any:
-    """The fork server unless told otherwise (SWITCHBOARD_NEONIZE_START=spawn) or unavailable.
+def _choose_context(method: str) -> Any:
+    """The fork server unless told otherwise (method "spawn") or unavailable.
 
     The server is multiprocessing's single one for this process; its preload list is set
     here, before it is first started (by the first Process.start()). The forkserver's
     children are not children of the gateway: PR_SET_PDEATHSIG in a child refers to the
     server, which dies with the gateway (see preload.py), so the chain still holds."""
-    method = os.environ.get("SWITCHBOARD_NEONIZE_START", "forkserver").strip().lower()
     if method == "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
         return _SPAWN
     from multiprocessing import forkserver
@@ -210,6 +206,20 @@ def _install_lean_preparation(local: threading.local) -> None:
 
 
 _spawner = _Spawner()
+
+
+START_METHODS = ("forkserver", "spawn")
+
+
+def configure(*, start_method: str | None = None, max_starting: int | None = None) -> None:
+    """Process-wide settings of the one spawner (the transport passes the gateway's
+    configuration). `start_method` counts only before the first child is started."""
+    if start_method is not None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"start method must be forkserver or spawn, not {start_method!r}")
+        _spawner.method = start_method
+    if max_starting is not None:
+        _spawner.limit = max_starting if max_starting > 0 else default_max_starting()
 
 
 def start_method() -> str | None:
