@@ -4,8 +4,9 @@ that imports neonize, and only inside the spawned child.
 One child process per company runs one neonize client (see DESIGN.md, "Connections"):
 neonize's Go glue is not safe with several clients in one process, its calls can hang
 for a minute or forever, and it leaks a file descriptor per connect. The parent
-(`connection.py`) starts `child_main` with multiprocessing "spawn", talks to it over a
-duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
+(`connection.py`) starts `child_main` through spawner.py (forked from the warm fork
+server, which has imported neonize's pure-Python side but never its Go library; or
+spawned), talks to it over a duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
 
 What each command does and which code a failure gets is in child_commands.py.
 
