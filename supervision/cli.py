@@ -62,6 +62,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     _check_port(config.host, config.port)     # before any session starts
     board = Switchboard(data_dir=data_dir, transport=config.transport, settings=config.session_settings(),
                         transport_options=config.transport_options(), sinks=config.sinks(),
+                        restore_stagger=config.restore_stagger,
                         redis_url=config.redis_url)
     board.start()
     try:

@@ -146,7 +146,15 @@ def test_every_setting_is_read_from_the_environment_by_config():
         Config.from_env({"SWITCHBOARD_SEND_WAIT": "soon"})
     with pytest.raises(ConfigError, match="SWITCHBOARD_LOG_LEVEL"):
         Config.from_env({"SWITCHBOARD_LOG_LEVEL": "loud"})
-    assert Config.from_env({}).transport_options() == {"device_name": "Switchboard", "go_log_level": "WARNING"}
+    assert Config.from_env({}).transport_options() == {"device_name": "Switchboard", "go_log_level": "WARNING",
+                                                       "start_method": "forkserver", "max_starting": 0}
+    scale = Config.from_env({"SWITCHBOARD_NEONIZE_START": "spawn", "SWITCHBOARD_NEONIZE_MAX_STARTING": "4",
+                             "SWITCHBOARD_RESTORE_STAGGER": "0.5"})
+    assert (scale.transport_options()["start_method"], scale.transport_options()["max_starting"],
+            scale.restore_stagger) == ("spawn", 4, 0.5)
+    assert Config.from_env({}).restore_stagger is None          # the gateway's default
+    with pytest.raises(ConfigError, match="SWITCHBOARD_NEONIZE_START"):
+        Config.from_env({"SWITCHBOARD_NEONIZE_START": "fork"})
     assert Config.from_env({"SWITCHBOARD_TRANSPORT": "simulated"}).transport_options() == {}
 
 
