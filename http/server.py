@@ -21,6 +21,8 @@ from waitress import create_server
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 
+from .wire_errors import JsonErrorChannel
+
 log = logging.getLogger(__name__)
 # waitress logs "Task queue depth is N" for every request queued while all workers are
 # busy: under load that costs CPU exactly when there is none to spare. Saturation shows
@@ -51,6 +53,8 @@ class GracefulServer:
             ident=None,
             clear_untrusted_proxy_headers=True,
             **adjustments)
+        # waitress's own errors (bad request line/headers, oversize body) as JSON too
+        self.server.channel_class = JsonErrorChannel
         self._shutdown_started = threading.Event()
         self._force = threading.Event()
         self._stopped = threading.Event()

@@ -43,11 +43,17 @@ def start_with_qr(ctx: AppState, company_id: str, session: SessionHandle) -> dic
 
 @api.get("/api/whatsapp/sessions", doc=op("All sessions (a tenant key sees its own)", "SessionList"))
 def list_sessions(ctx: AppState, principal: Principal) -> dict[str, Any]:
-    """Every session's published status (a tenant: only its own)."""
+    """Every session's published status (a tenant: only its own), in the replaced system's
+    shape: `count`, `sessions` and `metrics` (message totals that never go down)."""
     statuses = ctx.board.statuses()
-    if not principal.admin:
-        statuses = [s for s in statuses if s.get("companyId") == principal.company_id]
-    return ok({"sessions": statuses, "total": len(statuses)})
+    company = None if principal.admin else principal.company_id
+    if company is not None:
+        statuses = [s for s in statuses if s.get("companyId") == company]
+    sent, received = ctx.totals.totals(company)
+    metrics = {"totalSessions": len(statuses),
+               "activeConnections": sum(1 for s in statuses if s.get("status") == "connected"),
+               "messagesSent": sent, "messagesReceived": received}
+    return ok({"count": len(statuses), "sessions": statuses, "metrics": metrics, "total": len(statuses)})
 
 
 @api.post("/api/whatsapp/sessions",
