@@ -18,7 +18,7 @@ from bottle import request, response
 from .auth import COOKIE_NAME, Principal, _digest, cookie_value
 from .openapi import COMPANY_ID, body, op, query
 from .plumbing import ApiError, Routes, check_visible, json_body, ok
-from .qr_routes import page_headers, render_page
+from .qr_routes import page_headers, page_token, render_page
 from .state import AppState
 
 api = Routes("Dashboard")
@@ -113,7 +113,7 @@ def _who(principal: Principal, csrf: str | None) -> dict[str, Any]:
                 "Activity", errors=(400, 404), params=[query("company", COMPANY_ID, "only this company")]))
 def activity(ctx: AppState, principal: Principal) -> dict[str, Any]:
     """The chart's figures: this process's last hour, per minute; totals that never go down."""
-    company = request.query.get("company") or None
+    company = request.query.get("company")
     if company is not None:
         from switchboard.actors.phone import validate_company_id
         validate_company_id(company)
@@ -135,10 +135,11 @@ def old_qr_page(ctx: AppState, _principal: None) -> str:
     """The old single-page QR path, kept as an alias of /qr/<companyId>."""
     from switchboard.actors.phone import validate_company_id
     from .plumbing import authenticate
-    company = request.query.get("companyId") or None
+    company = request.query.get("companyId")
+    token = page_token()
     if company is not None:
         validate_company_id(company)
-        if ctx.page_tokens.check(company, request.query.get("token")):
+        if ctx.page_tokens.check(company, token):
             return render_page(ctx, company)
     principal = authenticate(ctx.keys, "any", ctx.web)
     company = company or principal.company_id

@@ -85,9 +85,17 @@ for _renderer, _type, _schema in ((qr_mod.png, "image/png", {"type": "string", "
 def qr_page(ctx: AppState, _principal: None, companyId: str) -> str:
     """The QR page. A browser cannot send headers: besides the API key, this one page
     takes the signed, expiring `?token=` of the QR answers' `pageUrl` (or the dashboard's cookie)."""
-    if not ctx.page_tokens.check(companyId, request.query.get("token")):
+    if not ctx.page_tokens.check(companyId, page_token()):
         check_visible(authenticate(ctx.keys, "any", ctx.web), companyId)
     return render_page(ctx, companyId)
+
+
+def page_token() -> str | None:
+    """The `?token=` of a page link; one longer than any we issue is malformed (400)."""
+    token = request.query.get("token")
+    if token is not None and len(token) > 200:
+        raise ApiError(400, "'token' is longer than 200 characters")
+    return token
 
 
 def render_page(ctx: AppState, company_id: str) -> str:
