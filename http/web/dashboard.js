@@ -207,7 +207,7 @@
   // ---- the chart: inline SVG, two bars per minute --------------------------------------
 
   function drawChart(box, minutes) {
-    var NS = "http://www.w3.org/2000/svg", w = 600, h = 120, pad = 16;
+    var NS = "http://www.w3.org/2000/svg", w = 1000, h = 120, pad = 16;
     var max = 1;
     minutes.forEach(function (m) { max = Math.max(max, m.sent, m.received); });
     var svg = document.createElementNS(NS, "svg");
