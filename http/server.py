@@ -41,6 +41,8 @@ class GracefulServer:
         if body_limit is None:
             body_limit = state.settings.body_limit if state is not None else 1 << 20
         self.drain_timeout = drain_timeout
+        # a connection idle this long (a half-open client, a request that never completes) is closed
+        adjustments.setdefault("channel_timeout", 60)
         self.server = create_server(
             app, host=host, port=port, threads=threads + stream_threads,
             channel_request_lookahead=1,
@@ -48,7 +50,6 @@ class GracefulServer:
             max_request_header_size=64 * 1024,
             connection_limit=connection_limit,
             asyncore_use_poll=True,                        # no FD_SETSIZE limit on many connections
-            channel_timeout=60,
             expose_tracebacks=False,
             ident=None,
             clear_untrusted_proxy_headers=True,
