@@ -87,9 +87,9 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         key_note = f"admin key: generated and stored in {key_path} (mode 0600; read it from there)"
     else:
         key_note = f"admin key: in {key_path}"
+    client.write_server_file(data_dir, server.url)      # the client commands find this server by it
     print(f"switchboard: serving {server.url} (transport {config.transport}, data {data_dir}); {key_note}",
           flush=True)
-    client.write_server_file(data_dir, server.url)      # the client commands find this server by it
     try:
         server.run()
     finally:

@@ -130,7 +130,31 @@ def follow(path: Path, *, company: str | None = None, since: float | None = None
             if buffer:
                 yield from _filtered(_parse(buffer.split(b"\n")), company, since)
             buffer = b""
+            # the next file is the one written after this one: the newer backup, or the log
+            following = _after(path, inode)
+            if following is not None:
+                current = following
             continue
         stop.wait(poll)
     if current is not None:
         current[0].close()
+
+
+def _after(path: Path, inode: int):
+    """The file that follows the one with `inode` in the rotation (.3, .2, .1, the log),
+    opened from its start; None when that is the log itself (opened by the caller)."""
+    chain = [path.with_name(f"{path.name}.{n}") for n in range(LOG_BACKUPS, 0, -1)]
+    inodes = []
+    for file in chain:
+        try:
+            inodes.append(os.stat(file).st_ino)
+        except FileNotFoundError:
+            inodes.append(None)
+    start = inodes.index(inode) + 1 if inode in inodes else len(chain)
+    for file in chain[start:]:
+        try:
+            f = open(file, "rb")
+        except FileNotFoundError:
+            continue
+        return f, os.fstat(f.fileno()).st_ino
+    return None
