@@ -231,8 +231,11 @@ def response(schema: str, description: str) -> dict[str, Any]:
 
 
 def body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """A JSON request body schema."""
-    return {"type": "object", "required": required, "properties": properties}
+    """A JSON request body schema (OpenAPI 3.0 forbids an empty `required` list)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -31,3 +31,31 @@ class JsonErrorTask(ErrorTask):
 
 class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
+
+
+def limited_channel(per_address: int) -> type[JsonErrorChannel]:
+    """The channel class, refusing a connection from an address that already holds
+    `per_address` of them (a JSON 503, then close): one client cannot take every one of
+    waitress's `connection_limit` slots from the others."""
+
+    class LimitedChannel(JsonErrorChannel):
+        def __init__(self, server, sock, addr, adj, map=None):
+            super().__init__(server, sock, addr, adj, map)
+            host = addr[0] if isinstance(addr, tuple) and addr else addr
+            held = sum(1 for c in list((map or {}).values())
+                       if isinstance(c, HTTPChannel) and c is not self and
+                       (c.addr[0] if isinstance(c.addr, tuple) and c.addr else c.addr) == host)
+            if held >= per_address:
+                body = json.dumps({"success": False, "error": f"too many connections from this address "
+                                                              f"(limit {per_address}); retry shortly",
+                                   "retryAfter": 1000}).encode()
+                head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                try:
+                    sock.send(head + body)
+                    sock.recv(65536)         # best effort: unread input would turn the close into a reset
+                except OSError:
+                    pass
+                self.handle_close()
+
+    return LimitedChannel

@@ -266,3 +266,31 @@ def test_half_open_and_slow_clients_neither_block_others_nor_stay_forever(tmp_pa
         finally:
             for s in idle:
                 s.close()
+
+
+def test_one_address_cannot_take_every_connection(tmp_path):
+    with running_board(tmp_path / "data") as board, \
+            served(build_app(board, tmp_path / "data"), connections_per_address=5) as server:
+        held = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(5)]
+        try:
+            assert wait_until(lambda: sum(1 for c in server.server._map.values() if hasattr(c, "requests")) == 5)
+            status, headers, body = json_of(raw(server, b""))      # refused at once, before any request
+            assert status == 503 and body["success"] is False and "connections" in body["error"]
+        finally:
+            for s in held:
+                s.close()
+        assert wait_until(lambda: Http(server.url).get("/health")[0] == 200)
+
+
+@pytest.mark.parametrize("simulator", [True, False])
+def test_the_openapi_document_is_valid_in_every_mode(tmp_path, simulator):
+    from openapi_spec_validator import validate
+    with running_board(tmp_path / "data") as board:
+        app = build_app(board, tmp_path / "data", simulator=simulator)
+        try:
+            spec = json.loads(app.switchboard.spec_bytes)
+            validate(spec)
+            assert any(p.startswith("/api/simulator") for p in spec["paths"]) is simulator
+            assert "/" in spec["paths"] and "/api/dashboard/session" in spec["paths"]
+        finally:
+            app.switchboard.close()
