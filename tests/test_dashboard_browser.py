@@ -39,3 +39,34 @@ def test_sign_in_create_scan_and_see_connected_without_a_reload(tmp_path):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     finally:
         served.stop()
+
+
+def test_the_qr_page_survives_a_gateway_restart_and_never_shows_json(tmp_path):
+    data = tmp_path / "data"
+    first = Served(data, "--transport", "simulated")
+    second = None
+    try:
+        key = (data / "admin.key").read_text().strip()
+        status, _, created = Http(first.url, key).post("/api/whatsapp/sessions", {"companyId": "962302"})
+        assert status == 201
+        port = first.url.rsplit(":", 1)[1]
+        with chromium() as browser:
+            browser.navigate(first.url + created["pageUrl"])
+            browser.wait_for("document.querySelector('#content .qr svg')")
+            first.stop()
+            # the gateway is gone: the page stays, says so in words, and keeps trying
+            browser.wait_for("document.body.classList.contains('offline')", timeout=20)
+            assert browser.evaluate("!!document.querySelector('#content .qr svg')")
+            second = Served(data, "--transport", "simulated", "--port", port)      # same address, same secret
+            browser.wait_for("!document.body.classList.contains('offline') && "
+                             "document.querySelector('#content .qr svg')", timeout=20)
+            Http(second.url, key).post("/api/simulator/companies/962302/scan", {"phone": "79686484488"})
+            browser.wait_for("document.body.getAttribute('data-done') === '1' && "
+                             "document.getElementById('content').textContent.includes('+79686484488')", timeout=20)
+            text = browser.evaluate("document.body.innerText")
+            assert '"success"' not in text and "{" not in text
+    finally:
+        if first.proc.poll() is None:
+            first.kill()
+        if second is not None:
+            second.stop()
