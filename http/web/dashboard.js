@@ -1,6 +1,6 @@
 // Switchboard dashboard: plain JavaScript, no build step, nothing from another origin.
 // Signed in by an HttpOnly cookie; every state-changing request carries X-CSRF-Token.
-// Every text from the server is put in with textContent (never innerHTML).
+// Every text from the server is put in with textContent, never parsed as HTML.
 (function () {
   "use strict";
   var csrf = null, who = null, sessions = {}, stream = null, current = null, activity = null, refreshTimer = null;
