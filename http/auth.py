@@ -45,8 +45,12 @@ class Principal:
 ADMIN = Principal(admin=True, company_id=None, key_id="admin")
 
 
-def _digest(key: str) -> bytes:
+def key_digest(key: str) -> bytes:
+    """A key's SHA-256, the only form in which keys are kept."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+_digest = key_digest
 
 
 def presented_key(environ: dict[str, Any]) -> str | None:

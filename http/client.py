@@ -259,6 +259,17 @@ class Client:
         return self.request("POST", self._session(company_id, "/messages"), {"to": to, "message": message},
                             headers={"Idempotency-Key": key}, safe=True)
 
+    def webhook_send(self, company_id: str, phone: str, message: str, *,
+                     idempotency_key: str | None = None) -> SendResult:
+        """The same send through the replaced system's webhook endpoint."""
+        return self.request("POST", "/webhook/whatsapp/baileys/send",
+                            {"companyId": company_id, "phone": phone, "message": message},
+                            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex}, safe=True)
+
+    def old_health(self, company_id: str) -> dict[str, Any]:
+        """The replaced system's diagnostic endpoint (`provider`, `history`, `recommendations`)."""
+        return self.request("GET", f"/webhook/whatsapp/baileys/health/{self._id(company_id)}")
+
     # ---- keys (admin) ---------------------------------------------------------------------
 
     def create_key(self, company_id: str, name: str | None = None) -> dict[str, Any]:
@@ -290,6 +301,31 @@ class Client:
 
     def delete_webhook(self, company_id: str) -> dict[str, Any]:
         return self.request("DELETE", self._session(company_id, "/webhook"), safe=True)
+
+    # ---- the simulator's control API (a gateway run with --transport simulated) -----------
+
+    def simulate_scan(self, company_id: str, phone: str | None = None) -> dict[str, Any]:
+        return self.request("POST", f"/api/simulator/companies/{self._id(company_id)}/scan",
+                            {"phone": phone} if phone else {})
+
+    def simulate_fault(self, company_id: str, fault: str, seconds: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"fault": fault}
+        if seconds is not None:
+            body["seconds"] = seconds
+        return self.request("POST", f"/api/simulator/companies/{self._id(company_id)}/faults", body)
+
+    def simulate_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None
+                         ) -> dict[str, Any]:
+        body = {"companyId": company_id, "from": sender, "text": text}
+        if message_id is not None:
+            body["id"] = message_id
+        return self.request("POST", "/api/simulator/inbound", body)
+
+    def simulated_phone_messages(self, phone: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/simulator/phones/{self._id(phone)}/messages")
+
+    def simulated_connections(self) -> dict[str, Any]:
+        return self.request("GET", "/api/simulator/connections")
 
     # ---- the event stream ----------------------------------------------------------------
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from bottle import request, response
 
-from .auth import COOKIE_NAME, Principal, _digest, cookie_value
+from switchboard.actors.phone import validate_company_id
+
+from .auth import COOKIE_NAME, Principal, cookie_value, key_digest
 from .openapi import COMPANY_ID, body, op, query
-from .plumbing import ApiError, Routes, check_visible, json_body, ok
+from .plumbing import ApiError, Routes, authenticate, check_visible, json_body, ok
 from .qr_routes import page_headers, page_token, render_page
 from .state import AppState
 
@@ -81,7 +83,7 @@ def sign_in(ctx: AppState, _principal: None) -> dict[str, Any]:
     if principal is None:
         ctx.shares.failed_sign_in(address)
         raise ApiError(401, "invalid API key")
-    cookie = ctx.web.issue(principal, _digest(key))
+    cookie = ctx.web.issue(principal, key_digest(key))
     _set_cookie(cookie, int(ctx.web.lifetime))
     response.set_header("Cache-Control", "no-store")
     return ok(_who(principal, ctx.web.csrf_token(cookie)))
@@ -115,7 +117,6 @@ def activity(ctx: AppState, principal: Principal) -> dict[str, Any]:
     """The chart's figures: this process's last hour, per minute; totals that never go down."""
     company = request.query.get("company")
     if company is not None:
-        from switchboard.actors.phone import validate_company_id
         validate_company_id(company)
         check_visible(principal, company)
     elif not principal.admin:
@@ -133,8 +134,6 @@ def activity(ctx: AppState, principal: Principal) -> dict[str, Any]:
                         query("token", {"type": "string", "maxLength": 200}, "the signed token from pageUrl")]))
 def old_qr_page(ctx: AppState, _principal: None) -> str:
     """The old single-page QR path, kept as an alias of /qr/<companyId>."""
-    from switchboard.actors.phone import validate_company_id
-    from .plumbing import authenticate
     company = request.query.get("companyId")
     token = page_token()
     if company is not None:

@@ -150,3 +150,50 @@ def test_the_typed_calls_against_the_gateway(tmp_path):
             client.status("nobody")
         assert raised.value.status == 404 and raised.value.error == "Session not found for company nobody"
         assert client.delete("962302")["removed"] is True
+
+
+# Every route the app mounts, and the Client method that calls it (or why none does).
+CLIENT_METHODS = {
+    ("GET", "/health"): "health", ("GET", "/openapi.json"): "openapi", ("GET", "/metrics"): "prometheus",
+    ("GET", "/api/whatsapp/metrics"): "metrics", ("GET", "/api/whatsapp/sessions"): "sessions",
+    ("POST", "/api/whatsapp/sessions"): "create_session", ("GET", "/api/whatsapp/sessions/<companyId>"): "session",
+    ("GET", "/api/whatsapp/sessions/<companyId>/status"): "status",
+    ("GET", "/api/whatsapp/sessions/<companyId>/health"): "session_health",
+    ("POST", "/api/whatsapp/sessions/<companyId>/initialize"): "initialize",
+    ("POST", "/api/whatsapp/sessions/<companyId>/start"): "start",
+    ("POST", "/api/whatsapp/sessions/<companyId>/stop"): "stop",
+    ("POST", "/api/whatsapp/sessions/<companyId>/reconnect"): "reconnect",
+    ("POST", "/api/whatsapp/sessions/<companyId>/logout"): "logout",
+    ("DELETE", "/api/whatsapp/sessions/<companyId>"): "delete",
+    ("POST", "/api/whatsapp/sessions/<companyId>/messages"): "send",
+    ("POST", "/api/whatsapp/sessions/<companyId>/send"): None,       # the same send as /messages, other field name
+    ("POST", "/webhook/whatsapp/baileys/send"): "webhook_send",
+    ("GET", "/api/whatsapp/sessions/<companyId>/qr"): "qr",
+    ("GET", "/api/whatsapp/sessions/<companyId>/qr.png"): "qr_png",
+    ("GET", "/api/whatsapp/sessions/<companyId>/qr.svg"): "qr_svg",
+    ("POST", "/api/whatsapp/sessions/<companyId>/pairing-code"): "pairing_code",
+    ("GET", "/api/whatsapp/events"): "events", ("GET", "/api/whatsapp/sessions/<companyId>/events"): "events",
+    ("GET", "/api/supervisor/log"): "supervisor_log", ("POST", "/api/keys"): "create_key", ("GET", "/api/keys"): "keys",
+    ("DELETE", "/api/keys/<keyId>"): "revoke_key",
+    ("GET", "/webhook/whatsapp/baileys/health/<companyId>"): "old_health",
+    ("GET", "/api/dashboard/activity"): "activity",
+    ("GET", "/api/whatsapp/sessions/<companyId>/webhook"): "webhook",
+    ("PUT", "/api/whatsapp/sessions/<companyId>/webhook"): "set_webhook",
+    ("DELETE", "/api/whatsapp/sessions/<companyId>/webhook"): "delete_webhook",
+    ("POST", "/api/simulator/companies/<companyId>/scan"): "simulate_scan",
+    ("POST", "/api/simulator/companies/<companyId>/faults"): "simulate_fault",
+    ("POST", "/api/simulator/inbound"): "simulate_inbound",
+    ("GET", "/api/simulator/phones/<phone>/messages"): "simulated_phone_messages",
+    ("GET", "/api/simulator/connections"): "simulated_connections",
+}
+BROWSER_ONLY = {"/", "/dashboard.css", "/dashboard.js", "/qr-page.js", "/api/dashboard/session", "/qr/<companyId>",
+                "/baileys-qr-web.html"}
+
+
+def test_every_endpoint_has_a_client_method():
+    from switchboard.http.app import routes
+    missing = [(r.method, r.rule) for r in routes(True)
+               if r.rule not in BROWSER_ONLY and (r.method, r.rule) not in CLIENT_METHODS]
+    assert not missing, f"routes without a Client method (add one, and a line here): {missing}"
+    for name in filter(None, CLIENT_METHODS.values()):
+        assert callable(getattr(Client, name)), name

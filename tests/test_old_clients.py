@@ -53,6 +53,10 @@ def test_the_migration_reports_curl_commands(served):
                     "-H", "Content-Type: application/json", "-d", '{"phone":"79001234567","message":"Test message"}')
     assert refused["success"] is False and refused["error"] == "Authentication required"
     assert refused["qrCode"].startswith("data:image/png;base64,")
+    # the same through the old webhook endpoint, which names the company in the body
+    refused = _curl("-X", "POST", f"{base}/webhook/whatsapp/baileys/send", *key, "-H", "Content-Type: application/json",
+                    "-d", '{"companyId":"962302","phone":"79001234567","message":"Test message"}')
+    assert refused["error"] == "Authentication required" and refused["qrCode"].startswith("data:image/png")
     Http(base, _key(served)).post("/api/simulator/companies/962302/scan", {"phone": "79936363848"})
     assert wait_until(lambda: _curl(f"{base}/api/whatsapp/sessions/962302/status", *key)["connected"], 10)
     sent = _curl("-X", "POST", f"{base}/api/whatsapp/sessions/962302/send", *key,
