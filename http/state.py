@@ -69,6 +69,11 @@ class AppState:
         if close is not None:
             close(key_id)
 
+    @property
+    def network(self) -> Any:
+        """The in-process simulated WhatsApp (the simulator routes' target), or None."""
+        return self.board.network
+
     # ---- reaching a session ---------------------------------------------------------------
 
     def handle(self, company_id: str) -> SessionHandle:
