@@ -181,7 +181,7 @@
 
   function describe(rec) {
     var parts = [(rec.ts || "").replace("T", " ").replace(/\.\d+Z$/, "Z"), rec.companyId || "gateway", rec.event];
-    if (rec.state) { parts.push("→ " + rec.state); }
+    if (rec.state) { parts.push((rec.previous ? rec.previous + " " : "") + "→ " + rec.state); }
     if (rec.action) { parts.push(rec.action); }
     var error = rec.error || rec.reason || rec.lastError;
     if (error) { parts.push("— " + error); }
