@@ -84,7 +84,9 @@ SCHEMAS: dict[str, Any] = {
                                                                           "replaced system's exact text"},
                              "qrCode": {**NULLABLE_STRING, "description": "with \"Authentication required\": "
                                                                           "the QR code to scan, a PNG data URL"}}},
-    "Status": _ok(STATUS_PROPS, STATUS_REQUIRED),
+    "Status": _ok({**STATUS_PROPS, "health": {
+        "type": "object", "description": "the replaced system's shape: connected, and the phone as a JID",
+        "properties": {"healthy": {"type": "boolean"}, "phoneNumber": NULLABLE_STRING}}}, STATUS_REQUIRED),
     "StatusWithQr": _ok({**STATUS_PROPS, **QR_PROPS, "created": {"type": "boolean"}}, STATUS_REQUIRED),
     "Diagnostics": _ok({**STATUS_PROPS, "transport": {"type": "string"}, "connectionAlive": {"type": "boolean"},
                         "reconnectsByReason": {"type": "object", "additionalProperties": {"type": "integer"}},

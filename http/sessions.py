@@ -81,7 +81,16 @@ def show_session(ctx: AppState, _principal: Principal, companyId: str) -> dict[s
 def session_status(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """The status: the actor's own published copy when it is idle or briefly busy (no
     thread hand-off); an ask with the timeout when it may be stuck."""
-    return ok(ctx.board.live_status(companyId, ctx.ask_timeout) or ctx.ask(ctx.handle(companyId), "status"))
+    status = ctx.board.live_status(companyId, ctx.ask_timeout) or ctx.ask(ctx.handle(companyId), "status")
+    return ok({**status, "health": old_health(status)})
+
+
+def old_health(status: dict[str, Any]) -> dict[str, Any]:
+    """The replaced system's `health` object of a status answer (its clients read
+    `health.healthy`); the phone as the JID it showed."""
+    phone = status.get("phoneNumber")
+    return {"healthy": bool(status.get("connected")),
+            "phoneNumber": f"{phone.lstrip('+')}@s.whatsapp.net" if phone else None}
 
 
 @api.get("/api/whatsapp/sessions/<companyId>/health",

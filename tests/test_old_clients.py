@@ -64,6 +64,10 @@ def test_the_migration_reports_curl_commands(served):
     assert sent["success"] is True and sent["messageId"]
     reconnect = _curl("-X", "POST", f"{base}/api/whatsapp/sessions/962302/reconnect", *key)
     assert reconnect["success"] is True
+    # the migration report's "Connection Test" shape
+    assert wait_until(lambda: _curl(f"{base}/api/whatsapp/sessions/962302/status", *key)["connected"], 10)
+    connection = _curl(f"{base}/api/whatsapp/sessions/962302/status", *key)
+    assert connection["health"] == {"healthy": True, "phoneNumber": "79936363848@s.whatsapp.net"}
     metrics = _curl(f"{base}/api/whatsapp/metrics", *key)
     assert metrics["success"] is True and metrics["messagesSent"] >= 1 and metrics["activeConnections"] >= 0
     # the diagnostic endpoint of the old webhook module, and the old "not found" text
