@@ -32,7 +32,7 @@ def test_sign_in_create_scan_and_see_connected_without_a_reload(tmp_path):
         with chromium() as browser:
             seen = dashboard_flow(browser, served.url, key, scan, screenshot=shot, traffic=traffic)
         assert seen["qrSrc"].startswith("data:image/png;base64,")
-        assert seen["statusBefore"] == "qr"
+        assert seen["statusBefore"] == "qr" and len(seen["pairingCode"]) == 9
         assert seen["notReloaded"] is True
         assert seen["live"] == "live"
         assert seen["cookieVisibleToScript"] is False            # HttpOnly: no script can read the session

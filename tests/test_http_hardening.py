@@ -60,6 +60,7 @@ def test_waitress_own_errors_are_json(tmp_path):
     with running_board(tmp_path / "data") as board, served(build_app(board, tmp_path / "data")) as server:
         cases = {
             "header block over the limit": b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n",
+            "path over the limit": b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
             "negative Content-Length": b"POST /api/whatsapp/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
             "Content-Length not a number": b"POST /api/keys HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n",
             "a header line without a colon": b"GET /health HTTP/1.1\r\nHost: x\r\nnonsense\r\n\r\n",

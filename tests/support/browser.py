@@ -159,9 +159,14 @@ def dashboard_flow(browser: Browser, base_url: str, key: str, scan, company: str
                               "document.querySelector('#qr-box img').src")
     browser.evaluate("window.__notReloaded = true")
     first_status = browser.evaluate("document.getElementById('c-status').textContent")
+    # the pairing-code form (linking by phone number instead of scanning)
+    browser.evaluate("document.getElementById('pair-phone').value = '+7 968 648-44-88'; "
+                     "document.getElementById('pair-form').requestSubmit(); true")
+    pairing = browser.wait_for("/^[A-Z0-9]{4}-[A-Z0-9]{4}$/.test(document.getElementById('pair-result').textContent) && "
+                               "document.getElementById('pair-result').textContent")
     scan()
     browser.wait_for("document.getElementById('c-status').textContent === 'connected'", timeout=20)
-    seen = {"qrSrc": qr_src, "statusBefore": first_status,
+    seen = {"qrSrc": qr_src, "statusBefore": first_status, "pairingCode": pairing,
             "notReloaded": browser.evaluate("window.__notReloaded === true"),
             "live": browser.evaluate("document.getElementById('live').textContent"),
             "cookieVisibleToScript": browser.evaluate("document.cookie.indexOf('sb_session') >= 0")}
