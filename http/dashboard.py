@@ -45,10 +45,7 @@ def _static(name: str) -> Any:
         response.content_type = content_type
         response.set_header("Cache-Control", "no-cache")
         response.set_header("X-Content-Type-Options", "nosniff")
-        if name == "qr-page.js":
-            page_headers()
-        else:
-            response.set_header("Content-Security-Policy", _CSP)
+        response.set_header("Content-Security-Policy", _CSP)
         return data
     serve.__name__ = "static_" + name.replace("-", "_").replace(".", "_")
     serve.__doc__ = f"The dashboard's {name}."
@@ -56,7 +53,7 @@ def _static(name: str) -> Any:
 
 
 api.get("/", access="public", doc=op("The web dashboard (sign in with an API key)", _HTML))(_static("index.html"))
-for _name in ("dashboard.css", "dashboard.js", "qr-page.js"):
+for _name in ("dashboard.css", "dashboard.js"):
     _kind = _TYPES[Path(_name).suffix].split(";")[0]
     api.get(f"/{_name}", access="public",
             doc=op(f"The dashboard's {_name}", {"description": _name, "content": {_kind: {"schema": {"type": "string"}}}}))(

@@ -5,8 +5,11 @@ strings, which WhatsApp's scanner cannot read.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
+from pathlib import Path
 
 import segno
 
@@ -40,6 +43,11 @@ def terminal(code: str) -> str:
     return out.getvalue()
 
 
+# The page's script is inline (one response holds the whole page, so a gateway that goes
+# away right after it cannot leave the page without its script); the CSP allows exactly it.
+SCRIPT = (Path(__file__).resolve().parent / "web" / "qr-page.js").read_text()
+SCRIPT_CSP = "'sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode() + "'"
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -63,14 +71,14 @@ and continues by itself; there is no need to reload it.</p>
 {state_line}
 {body}
 </div>
-<script src="/qr-page.js"></script>
+<script>{script}</script>
 </body></html>
 """
 
 
 def page(company_id: str, status: dict, qr_code: str | None, refresh_seconds: int = 3) -> str:
     """The QR page for the person linking the phone: the current code inline; a small
-    script (qr-page.js) fetches this page again every few seconds and swaps the content,
+    inline script (web/qr-page.js) fetches this page again every few seconds and swaps the content,
     so the code follows its rotation, and it keeps trying through a gateway restart."""
     state = str(status.get("status", "unknown"))
     connected = state == "connected"
@@ -91,7 +99,7 @@ def page(company_id: str, status: dict, qr_code: str | None, refresh_seconds: in
     if status.get("lastError") and not connected:
         body += f'<p class="error">{html.escape(str(status["lastError"]))}</p>'
     refresh = "" if connected else f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
-    return _PAGE.format(title=f"WhatsApp link: {html.escape(company_id)}", refresh=refresh,
+    return _PAGE.format(script=SCRIPT, title=f"WhatsApp link: {html.escape(company_id)}", refresh=refresh,
                         refresh_seconds=int(refresh_seconds), done="1" if connected else "0",
                         heading=f"Link WhatsApp for {html.escape(company_id)}",
                         state_line=f'<p class="state">Status: <b>{html.escape(words.get(state, state))}</b></p>',
@@ -113,7 +121,7 @@ def error_page(status: int, message: str) -> str:
     error may pass (429, 5xx)."""
     heading, advice = _ERROR_WORDS.get(status, ("Something went wrong", "Please try again in a moment."))
     retry = status in (429,) or status >= 500
-    return _PAGE.format(title=html.escape(heading), refresh='<meta http-equiv="refresh" content="5">' if retry else "",
+    return _PAGE.format(script=SCRIPT, title=html.escape(heading), refresh='<meta http-equiv="refresh" content="5">' if retry else "",
                         refresh_seconds=5, done="0" if retry else "1", heading=html.escape(heading),
                         state_line="", body=f'<p class="hint">{html.escape(advice)}</p>'
                                             f'<p class="error" hidden>{html.escape(message)}</p>')

@@ -19,8 +19,8 @@ api = Routes("Linking")
 _QR_ERRORS = (400, 404, 409, 503)
 _SCALE = query("scale", {"type": "integer", "minimum": 1, "maximum": qr_mod.MAX_SCALE},
                f"pixels per module (default {qr_mod.DEFAULT_SCALE})")
-_PAGE_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; "
-             "frame-ancestors 'none'")
+_PAGE_CSP = (f"default-src 'none'; script-src {qr_mod.SCRIPT_CSP}; connect-src 'self'; style-src 'unsafe-inline'; "
+             "img-src data:; frame-ancestors 'none'")
 
 
 def qr_payload(ctx: AppState, company_id: str, code: dict[str, Any] | None) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def render_page(ctx: AppState, company_id: str) -> str:
 
 
 def page_headers() -> None:
-    """The QR page's headers, also on the static script it loads."""
+    """The QR page's headers."""
     response.set_header("Cache-Control", "no-store")
     response.set_header("Referrer-Policy", "no-referrer")
     response.set_header("Content-Security-Policy", _PAGE_CSP)

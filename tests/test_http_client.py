@@ -186,7 +186,7 @@ CLIENT_METHODS = {
     ("GET", "/api/simulator/phones/<phone>/messages"): "simulated_phone_messages",
     ("GET", "/api/simulator/connections"): "simulated_connections",
 }
-BROWSER_ONLY = {"/", "/dashboard.css", "/dashboard.js", "/qr-page.js", "/api/dashboard/session", "/qr/<companyId>",
+BROWSER_ONLY = {"/", "/dashboard.css", "/dashboard.js", "/api/dashboard/session", "/qr/<companyId>",
                 "/baileys-qr-web.html"}
 
 

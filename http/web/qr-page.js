@@ -7,7 +7,12 @@
   function done() { return document.body.getAttribute("data-done") === "1"; }
   function tick() {
     if (done()) { return; }
-    fetch(location.href, { cache: "no-store", credentials: "same-origin", headers: { "Accept": "text/html" } })
+    // a request that gets no answer (a half-open connection to a gateway that went away) is
+    // given up after a few seconds, so the page never hangs on it
+    var controller = new AbortController();
+    var timer = setTimeout(function () { controller.abort(); }, Math.max(5000, 2 * every));
+    fetch(location.href, { cache: "no-store", credentials: "same-origin", headers: { "Accept": "text/html" },
+                           signal: controller.signal })
       .then(function (answer) {
         var type = answer.headers.get("Content-Type") || "";
         if (type.indexOf("text/html") !== 0) { throw new Error("not a page"); }
@@ -23,7 +28,7 @@
         document.body.classList.remove("offline");
       })
       .catch(function () { document.body.classList.add("offline"); })
-      .then(function () { setTimeout(tick, every); });
+      .then(function () { clearTimeout(timer); setTimeout(tick, every); });
   }
   setTimeout(tick, every);
 })();
