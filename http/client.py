@@ -302,6 +302,19 @@ class Client:
     def delete_webhook(self, company_id: str) -> dict[str, Any]:
         return self.request("DELETE", self._session(company_id, "/webhook"), safe=True)
 
+    def dead_letters(self, company: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """Webhook deliveries that failed for good (admin)."""
+        return self.request("GET", "/api/webhooks/dead", query={"company": company, "limit": limit})
+
+    def replay_dead_letters(self, ids: Iterable[str] | None = None, company: str | None = None) -> dict[str, Any]:
+        """Queue dead letters for delivery again (admin): these ids, or a company's, or all."""
+        body: dict[str, Any] = {}
+        if ids is not None:
+            body["ids"] = list(ids)
+        if company is not None:
+            body["companyId"] = company
+        return self.request("POST", "/api/webhooks/dead/replay", body)
+
     # ---- the simulator's control API (a gateway run with --transport simulated) -----------
 
     def simulate_scan(self, company_id: str, phone: str | None = None) -> dict[str, Any]:

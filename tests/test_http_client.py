@@ -180,6 +180,7 @@ CLIENT_METHODS = {
     ("GET", "/api/whatsapp/sessions/<companyId>/webhook"): "webhook",
     ("PUT", "/api/whatsapp/sessions/<companyId>/webhook"): "set_webhook",
     ("DELETE", "/api/whatsapp/sessions/<companyId>/webhook"): "delete_webhook",
+    ("GET", "/api/webhooks/dead"): "dead_letters", ("POST", "/api/webhooks/dead/replay"): "replay_dead_letters",
     ("POST", "/api/simulator/companies/<companyId>/scan"): "simulate_scan",
     ("POST", "/api/simulator/companies/<companyId>/faults"): "simulate_fault",
     ("POST", "/api/simulator/inbound"): "simulate_inbound",
