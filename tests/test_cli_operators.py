@@ -151,3 +151,35 @@ def test_a_restart_shows_the_restores_progress(tmp_path):
         assert logged and logged[-1]["restored"] == 3 and logged[-1]["pending"] == 0
     finally:
         second.stop()
+
+
+def test_logs_are_coloured_on_a_terminal_and_plain_with_no_color(tmp_path):
+    import pty
+    data = tmp_path / "data"
+    data.mkdir()
+    log = SupervisorLog(data / "supervisor.log")
+    log.append(Event(1, time.time(), "962302", "state", {"state": "failed", "previous": "starting",
+                                                         "error": "connect failure: forbidden"}))
+    log.close()
+
+    def under_a_terminal(**env: str) -> str:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([*COMMAND, "logs", "--data-dir", str(data)], stdout=follower, stderr=follower,
+                                env=clean_env(TERM="xterm", **env))
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:            # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert proc.wait(30) == 0
+        return b"".join(chunks).decode()
+    coloured = under_a_terminal()
+    assert "\033[31m" in coloured and "starting -> failed" in coloured
+    plain = under_a_terminal(NO_COLOR="1")
+    assert "\033[" not in plain and "starting -> failed" in plain and "error: connect failure: forbidden" in plain
