@@ -43,16 +43,19 @@ class Cause(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class QrCode:
-    """A QR code to show the user; `expires_in` seconds from now the next one replaces it."""
+    """A QR code to show the user; `expires_in` seconds from now the next one replaces it.
+    `hint`: something the user must know about the last scan (e.g. the phone could not
+    link), empty for a plain new code."""
     code: str
     expires_in: float
+    hint: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class QrExhausted:
-    """The QR phase ended without a login. The connection is over. `reason` says why, for a
-    person: "QR expired" when every code ran out; a transport that knows better (the
-    network dropped during the QR phase, ...) says so."""
+    """The QR login ended without a link (every code expired, or pairing failed). The
+    connection is over; `reason` says why, for people ("QR expired" when every code ran
+    out; a transport that knows better says so)."""
     reason: str = "QR expired"
 
 
@@ -91,12 +94,13 @@ class Interrupted:
 
 @dataclasses.dataclass(frozen=True)
 class LoggedOut:
-    """WhatsApp ended this device's login. Credentials are gone; never reconnect.
-    `code` is WhatsApp's, when the transport knows it: 401 the phone unlinked the device,
-    403 the account is locked, 406 the account is banned (the person must act on the
-    phone or with WhatsApp, not scan again)."""
+    """WhatsApp ended this device's session. Credentials are gone; never reconnect.
+    `code` is WhatsApp's (401 unlinked, 403 locked, 406 banned); `kind` the same for code:
+    "unlinked" (the phone removed the device: link again), "locked" or "banned" (the
+    account itself: linking again will not help until the owner sorts it out)."""
     reason: str = "device removed"
-    code: int | None = None
+    code: int = 401
+    kind: str = "unlinked"
 
     @property
     def locked(self) -> bool:
@@ -123,11 +127,10 @@ class TemporaryBan:
 @dataclasses.dataclass(frozen=True)
 class ConnectFailure:
     """WhatsApp refused the connection. Forbidden or outdated clients are not retryable.
-    `code` is WhatsApp's numeric reason when known (read from the raw node when the
-    transport's enum has no name for it)."""
+    `code`: WhatsApp's numeric reason (0 if unknown)."""
     reason: str
     cause: Cause = Cause.REJECTED
-    code: int | None = None
+    code: int = 0
 
     @property
     def retryable(self) -> bool:
@@ -167,12 +170,41 @@ class SendError(Exception):
       entry stays in the outbox and is tried again;
     - `unconfirmed`: the request may have reached WhatsApp (no answer in time, the link
       died mid-request); never resent by itself, reported as `unconfirmed`;
-    - neither: WhatsApp refused it; reported as failed."""
+    - neither: WhatsApp refused it; reported as failed.
+    `code` names the failure for code (e.g. NOT_ON_WHATSAPP), "" when there is no name."""
 
-    def __init__(self, message: str, *, retryable: bool, unconfirmed: bool = False) -> None:
+    NOT_ON_WHATSAPP = "not_on_whatsapp"      # the number has no WhatsApp account
+
+    def __init__(self, message: str, *, retryable: bool, unconfirmed: bool = False,
+                 code: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable and not unconfirmed
         self.unconfirmed = unconfirmed
+        self.code = code
+
+
+class PairingCode(str):
+    """A pairing code (the 8 characters the user types on the phone) that also knows how
+    long it stays usable: `expires_in` seconds from when it was made."""
+
+    expires_in: float
+
+    def __new__(cls, code: str, expires_in: float) -> "PairingCode":
+        self = super().__new__(cls, code)
+        self.expires_in = float(expires_in)
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (PairingCode, (str(self), self.expires_in))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogoutResult:
+    """How a logout went: `told_whatsapp` False means WhatsApp never heard of it (offline,
+    or its answer failed), so the phone still lists this device until it is removed there;
+    `reason` says why, for people."""
+    told_whatsapp: bool
+    reason: str = ""
 
 
 class Connection(Protocol):
@@ -201,14 +233,15 @@ class Connection(Protocol):
         ...
 
     def pair_phone(self, phone: str) -> Future:
-        """Resolves to an 8-character pairing code (needs a QR session in progress)."""
+        """Resolves to an 8-character pairing code (needs a QR session in progress); a
+        PairingCode (a str) also carries its `expires_in`."""
         ...
 
     def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side; resolves to None once WhatsApp confirmed.
-        Fails (any exception, its text for a person) when WhatsApp could not be told: the
-        session then forgets its credentials anyway and says the device may still be
-        listed on the phone."""
+        """Unlinks this device on WhatsApp's side; resolves to a LogoutResult (None from a
+        transport that always tells WhatsApp). A failed future also means WhatsApp was not
+        told: either way the session forgets its credentials and says the device may still
+        be listed on the phone."""
         ...
 
 

@@ -34,8 +34,9 @@ class LinkEvents:
 
     def _on_qr(self, event: QrCode) -> None:
         self._s.show_qr(event)
-        self._enter("qr", None)
-        self._ctx.publish(self.company_id, EventKind.QR, self._s.qr_shown())
+        self._enter("qr", event.hint or None)         # e.g. the phone scanned but could not link
+        shown = self._s.qr_shown()
+        self._ctx.publish(self.company_id, EventKind.QR, {**shown, "hint": event.hint} if event.hint else shown)
         waiting = self._pairing.qr_shown(self._link.generation)
         if waiting is not None:
             self._pairing.request(self._link.conn, *waiting)

@@ -199,8 +199,7 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
             # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
             self._logging_out = True
             self._cancel_timers()
-            conn.logout().add_done_callback(
-                lambda f: self._tell(m.LogoutDue(None if f.exception() is None else str(f.exception()))))
+            conn.logout().add_done_callback(lambda f: self._tell(m.LogoutDue(_logout_error(f))))
             self._ctx.scheduler.call_later(
                 self._settings.logout_timeout, self._tell,
                 m.LogoutDue(f"it did not confirm within {self._settings.logout_timeout:g} s"))
@@ -235,7 +234,7 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
         return len(ids)
 
     def _do_pair_phone(self, cmd: m.PairPhone) -> Future:
-        """A future of a PairingCode: from this QR session while it is young, else from a fresh one."""
+        """A future of a PairingCodeAnswer (pairing.py): from this QR session while it is young, else from a fresh one."""
         phone = normalize_phone(cmd.phone)
         if self._s.state != "qr" or self._link.conn is None:
             raise SessionUnavailable("a pairing code needs a session waiting for a QR scan; start it first",
@@ -411,6 +410,17 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
 
     def _enter(self, state: str, error: str | None, *, cause: Cause | None = None) -> None:
         self._s.enter(state, error, self.actor_urn, cause=cause)
+
+
+def _logout_error(future: Future) -> str | None:
+    """Why WhatsApp was not told of a logout (a failed future, or a LogoutResult saying
+    so); None when it was."""
+    if future.exception() is not None:
+        return str(future.exception())
+    result = future.result()
+    if result is not None and not getattr(result, "told_whatsapp", True):
+        return getattr(result, "reason", "") or "no reason given"
+    return None
 
 
 # The one dispatch table: message type -> handler (class-level: one table, not one per actor).
