@@ -74,8 +74,8 @@ def reason_of(event: ConnectionEvent) -> str:
     reason = getattr(event, "reason", "")
     if isinstance(event, LoggedOut):
         return _LOGGED_OUT.get(event.code, f"{reason}; start the session and scan a new QR code")
-    code = getattr(event, "code", None)
-    if code and str(code) not in reason:           # 0 (or None): no code known
+    code = getattr(event, "code", 0)          # 0: unknown
+    if code and str(code) not in reason:
         return f"{reason} (code {code})"
     return reason
 

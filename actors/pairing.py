@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 from . import messages as m
 from .clock import iso
-from .connection import Connection
+from .connection import Connection, SendError
 from .scheduler import Scheduler
 
 
 @dataclasses.dataclass(frozen=True)
-class PairingCode:
+class PairingCodeAnswer:
     """What a pairing-code request answers: the code, and when its QR session ends."""
     code: str
     expires_at: float               # wall clock
@@ -67,15 +67,17 @@ class Pairing:
 
     def wait_for_fresh_window(self, phone: str) -> Future:
         """Ask on the next QR session's first code; a request already waiting is superseded."""
-        self.cancel(RuntimeError("superseded by a newer pairing-code request"))
+        self.cancel(SendError("superseded by a newer pairing-code request", retryable=True))
         result: Future = Future()
         self._waiting = (phone, result)
         return result
 
     def request(self, conn: Connection, phone: str, result: Future | None = None) -> Future:
-        """Ask `conn` (showing QR codes) for a code; resolves to a PairingCode."""
+        """Ask `conn` (showing QR codes) for a code; resolves to a PairingCodeAnswer. The
+        expiry is the transport's when it says (a PairingCode's expires_in), else the end
+        of the QR session as the actor counts it."""
         result = result if result is not None else Future()
-        expires_at = self._started_wall + self._settings.pair_code_window
+        window_end = self._started_wall + self._settings.pair_code_window
 
         def answered(f: Future) -> None:
             if result.done():
@@ -84,7 +86,10 @@ class Pairing:
             if error is not None:
                 result.set_exception(error)
             else:
-                result.set_result(PairingCode(str(f.result()), expires_at))
+                code = f.result()
+                expires_in = getattr(code, "expires_in", None)
+                result.set_result(PairingCodeAnswer(
+                    str(code), time.time() + expires_in if expires_in is not None else window_end))
         conn.pair_phone(phone).add_done_callback(answered)
         return result
 

@@ -6,10 +6,10 @@ dispatched through one table: commands asked by session handles, connection even
 What to do with a connection signal is the policy table (lifecycle.py); sends are kept
 by the send queue (sending.py); the right to connect is the Ownership (ownership.py);
 what survives the actor is the record (record.py); readers see the status board
-(status.py); linking a phone is pairing.py; what a stopping actor still hears from its
-closing connection is late.py. Nothing here blocks on the network: opening and closing
-a connection return at once, and a new connection opens only once the previous one is
-gone.
+(status.py); what the connection's signals mean is link_events.py; linking a phone is
+pairing.py; what a stopping actor still hears from its closing connection is late.py.
+Nothing here blocks on the network: opening and closing a connection return at once,
+and a new connection opens only once the previous one is gone.
 """
 from __future__ import annotations
 
@@ -24,16 +24,16 @@ from typing import Any, Callable
 import pykka
 
 from . import messages as m
-from .connection import (Cause, Connected, ConnectionEvent, IncomingMessage, Interrupted, LogoutResult, Paired,
-                         QrCode, Receipt)
+from .connection import Cause, Interrupted
 from .connector import Connector, Opening
 from .context import SessionContext
 from .errors import SessionUnavailable
 from .inbound import Inbound
 from .kinds import EventKind
-from .late import LateMail, is_traffic
-from .lifecycle import POLICY, RESTING, After, accepts_sends, reason_of, refusal
+from .late import LateMail
+from .lifecycle import RESTING, accepts_sends, refusal
 from .messages import tell_quietly
+from .link_events import LinkEvents
 from .pairing import Pairing
 from .payload import Text
 from .phone import normalize_phone, validate_company_id
@@ -50,18 +50,7 @@ _NOT_TOLD = ("logged out here only: WhatsApp was not told ({why}); the phone may
              "under Linked devices: remove it there")
 
 
-def _not_told(logout: Future) -> str | None:
-    """Why WhatsApp was not told of a logout (a failed future, or a LogoutResult saying so);
-    None when it confirmed."""
-    if logout.exception() is not None:
-        return str(logout.exception())
-    result = logout.result()
-    if isinstance(result, LogoutResult) and not result.told_whatsapp:
-        return result.reason or "WhatsApp did not confirm"
-    return None
-
-
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(LinkEvents, pykka.ThreadingActor):
     def __init__(self, company_id: str, ctx: SessionContext, *, supervisor: pykka.ActorRef | None = None,
                  parked_reason: str | None = None, start_delay: float = 0.0) -> None:
         super().__init__()
@@ -132,16 +121,6 @@ class SessionActor(pykka.ThreadingActor):
         self._late.drain(self.actor_inbox, self._link.closing(), self._settings.close_wait, self._on_late)
         self._release()
         self._report_exit(True, "stopped")
-
-    def _on_late(self, message: Any) -> None:
-        """A message for a stopped actor (late.py): traffic and send answers still count."""
-        if is_traffic(message):
-            _EVENTS[type(message.event)](self, message.event)
-        elif isinstance(message, m.SendDone):
-            self._publish_outcome(self._queue.settle(message.entry_id, message.dispatch, message.future,
-                                                     same_link=False))
-        elif isinstance(message, m.ConnClosed):
-            self._link.closed(message.generation)
 
     def on_failure(self, exc_type, exc, tb) -> None:
         self._release()
@@ -220,7 +199,7 @@ class SessionActor(pykka.ThreadingActor):
             # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
             self._logging_out = True
             self._cancel_timers()
-            conn.logout().add_done_callback(lambda f: self._tell(m.LogoutDue(_not_told(f))))
+            conn.logout().add_done_callback(lambda f: self._tell(m.LogoutDue(_logout_error(f))))
             self._ctx.scheduler.call_later(
                 self._settings.logout_timeout, self._tell,
                 m.LogoutDue(f"it did not confirm within {self._settings.logout_timeout:g} s"))
@@ -255,7 +234,7 @@ class SessionActor(pykka.ThreadingActor):
         return len(ids)
 
     def _do_pair_phone(self, cmd: m.PairPhone) -> Future:
-        """A future of a PairingCode: from this QR session while it is young, else from a fresh one."""
+        """A future of a PairingCodeAnswer (pairing.py): from this QR session while it is young, else from a fresh one."""
         phone = normalize_phone(cmd.phone)
         if self._s.state != "qr" or self._link.conn is None:
             raise SessionUnavailable("a pairing code needs a session waiting for a QR scan; start it first",
@@ -278,95 +257,6 @@ class SessionActor(pykka.ThreadingActor):
                 "ownershipLockHeld": self._link.owner.held,
                 "connectedForSeconds": (round(time.time() - self._s.connected_at, 1)
                                         if self._s.state == "connected" and self._s.connected_at else None)}
-
-    # ---- connection events -------------------------------------------------------------------
-
-    def _on_conn_event(self, message: m.ConnEvent) -> None:
-        event = message.event
-        traffic = isinstance(event, (IncomingMessage, Receipt))
-        # What a closing connection still received is real traffic: keep it (duplicates
-        # are dropped by message id). Anything else only from the live connection.
-        if not traffic and not self._link.is_current(message.generation):
-            return
-        if self._logging_out and not traffic:
-            self._finish_logout(self._s.error or "logged out by request")
-            return
-        handler = _EVENTS.get(type(event), SessionActor._on_ending)
-        handler(self, event)
-
-    def _on_qr(self, event: QrCode) -> None:
-        self._s.show_qr(event)
-        self._enter("qr", None)
-        self._ctx.publish(self.company_id, EventKind.QR, self._s.qr_shown())
-        waiting = self._pairing.qr_shown(self._link.generation)
-        if waiting is not None:
-            self._pairing.request(self._link.conn, *waiting)
-
-    def _on_paired(self, event: Paired) -> None:
-        # The QR is spent; whatsmeow now restarts the stream (515) and should say Connected.
-        self._s.qr = None
-        self._s.link_phone(event.phone)
-        self._link.opened_at = time.monotonic()
-        self._pairing.paired(self._link.generation)
-        self._enter("starting", None)
-        self._ctx.publish(self.company_id, EventKind.PAIRED, {"phone": event.phone})
-
-    def _on_pair_watch(self, timer: m.PairWatch) -> None:
-        if (self._pairing.watch_due(timer) and self._link.is_current(timer.generation)
-                and self._s.state == "starting"):
-            self._close_conn()
-            self._schedule_retry(f"paired, but WhatsApp did not finish the login within "
-                                 f"{self._settings.pair_timeout:g} s; reconnecting with the stored credentials",
-                                 Cause.TIMED_OUT)
-
-    def _on_interrupted(self, event: Interrupted) -> None:
-        """The link dropped and the transport reconnects by itself: keep it, pause sending,
-        and give it a grace (longer for a keep-alive black hole, so whatsmeow's own forced
-        reconnect acts first). Not a reconnect attempt: nothing is charged."""
-        grace = self._settings.keepalive_grace if event.cause is Cause.KEEPALIVE else self._settings.reconnect_grace
-        ticket = next(self._graces)
-        self._interrupted = (ticket, event, grace)
-        self._s.interrupted = True
-        self._enter("reconnecting", f"link interrupted ({event.reason}); the transport is reconnecting, "
-                                    f"waiting up to {grace:g} s", cause=event.cause)
-        self._ctx.scheduler.call_later(grace, self._tell, m.GraceOver(self._link.generation, ticket))
-
-    def _on_grace_over(self, timer: m.GraceOver) -> None:
-        if (self._interrupted is None or self._interrupted[0] != timer.ticket
-                or not self._link.is_current(timer.generation)):
-            return
-        _ticket, event, grace = self._interrupted
-        self._close_conn()
-        self._schedule_retry(f"{event.reason}; the link did not come back within {grace:g} s", event.cause)
-
-    def _on_connected(self, event: Connected) -> None:
-        self._s.link_phone(event.phone)
-        self._s.qr = None
-        self._s.connected_at = time.time()
-        self._interrupted, self._s.interrupted = None, False
-        self._pairing.connected()
-        self._retries.cancel()
-        self._enter("connected", None)
-        self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell,
-                                       m.StableFor(self._link.generation))
-        self._pump()
-
-    def _on_ending(self, event: ConnectionEvent) -> None:
-        """A signal that ends the connection: the policy table says what follows."""
-        reaction = POLICY[type(event)]
-        self._close_conn()
-        if reaction.after is After.RETRY:
-            self._schedule_retry(reason_of(event), event.cause)
-            return
-        if reaction.stay_down:
-            self._record.update(desired="stopped")
-        if reaction.forget:
-            self._finish_logout(reaction.error.format(reason=reason_of(event)))
-            return
-        delay = self._retries.ban(event.expires_in) if reaction.after is After.WAIT_BAN else 0.0
-        self._enter(reaction.state, reaction.error.format(reason=reason_of(event), delay=delay))
-        if reaction.state in RESTING:
-            self._link.release_if_idle()
 
     # ---- connecting, retrying, giving up -------------------------------------------------------
 
@@ -522,6 +412,17 @@ class SessionActor(pykka.ThreadingActor):
         self._s.enter(state, error, self.actor_urn, cause=cause)
 
 
+def _logout_error(future: Future) -> str | None:
+    """Why WhatsApp was not told of a logout (a failed future, or a LogoutResult saying
+    so); None when it was."""
+    if future.exception() is not None:
+        return str(future.exception())
+    result = future.result()
+    if result is not None and not getattr(result, "told_whatsapp", True):
+        return getattr(result, "reason", "") or "no reason given"
+    return None
+
+
 # The one dispatch table: message type -> handler (class-level: one table, not one per actor).
 _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
     m.Start: SessionActor._do_start, m.Stop: SessionActor._do_stop, m.Reconnect: SessionActor._do_reconnect,
@@ -535,11 +436,4 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
     m.PumpDue: SessionActor._on_pump_due, m.LogoutDue: SessionActor._on_logout_due,
     m.GraceOver: SessionActor._on_grace_over, m.PairWatch: SessionActor._on_pair_watch,
     m.InjectedCrash: SessionActor._crash,
-}
-# Connection events that do not end the connection; every other one goes by the policy table.
-_EVENTS: dict[type, Callable[[SessionActor, Any], None]] = {
-    QrCode: SessionActor._on_qr, Paired: SessionActor._on_paired, Connected: SessionActor._on_connected,
-    Interrupted: SessionActor._on_interrupted,
-    IncomingMessage: lambda actor, event: actor._inbound.message(event),
-    Receipt: lambda actor, event: actor._inbound.receipt(event),
 }

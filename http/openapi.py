@@ -22,9 +22,9 @@ VERSION = "0.1.0"
 COMPANY_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,50}$", "minLength": 1, "maxLength": 50,
               "example": "962302"}
 PHONE = {"type": "string", "maxLength": 100, "example": "79001234567",
-         "pattern": r"^(\+?[ ()\-.]*([0-9][ ()\-.]*){7,15}|[0-9]{7,15}(:[0-9]+)?@(s\.whatsapp\.net|c\.us))$",
-         "description": "7-15 digits, written with +, spaces, dashes, parentheses, or as a JID "
-                        "(79001234567@s.whatsapp.net)"}
+         "pattern": r"^(\+?[ ()\-.]*[1-9][ ()\-.]*([0-9][ ()\-.]*){6,14}|[1-9][0-9]{6,14}(:[0-9]+)?@(s\.whatsapp\.net|c\.us))$",
+         "description": "7-15 digits in international form (country code first, no leading 0), written "
+                        "with +, spaces, dashes, parentheses, or as a JID (79001234567@s.whatsapp.net)"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
 MESSAGE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S",
            "description": "the text; not only whitespace"}

@@ -132,7 +132,7 @@ def pairing_code(ctx: AppState, _principal: Principal, companyId: str) -> dict[s
             raise ApiError(503, f"could not get a pairing code: {exc}", {"Retry-After": "2"},
                            retryAfter=2000) from None
         raise ApiError(409, f"could not get a pairing code: {exc}") from None
-    # A PairingCode (the code and when its QR session ends); a plain string from older actors.
+    # A PairingCodeAnswer (the code and when its QR session ends); a plain string from older actors.
     answer = code.as_dict() if hasattr(code, "as_dict") else {"code": str(code)}
     return ok({"companyId": companyId, "phone": phone, **answer,
                "hint": "On the phone: WhatsApp > Linked devices > Link with phone number, enter this code "
