@@ -19,7 +19,7 @@ import bottle
 
 from switchboard.supervision.board import Switchboard
 
-from . import docs, events, keys as keys_routes, messages, qr_routes, sessions
+from . import compat, dashboard, docs, events, keys as keys_routes, messages, qr_routes, sessions
 from . import simulator as simulator_routes
 from . import message_status, templates
 from .auth import ApiKeys
@@ -29,13 +29,13 @@ from .state import AppState, HttpSettings
 
 __all__ = ["AppState", "HttpSettings", "make_app", "routes"]
 
-_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 500, 502, 503)
+_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503)
 
 
 def routes(simulator: bool) -> list[Route]:
     """Every route the app mounts; the simulator's control API only when asked for."""
-    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api,
-              message_status.api, templates.api]
+    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, compat.api,
+              dashboard.api, message_status.api, templates.api]
     if simulator:
         tables.append(simulator_routes.api)
     return [route for table in tables for route in table]

@@ -69,8 +69,8 @@ class SimulatorClient:
     def read(self, phone: str, message_id: str, kind: str = "read") -> dict[str, Any]:
         return self._call("POST", f"/api/simulator/phones/{_q(phone)}/read", {"id": message_id, "kind": kind})
 
-    def connections(self) -> dict[str, Any]:
-        return self._call("GET", "/api/simulator/connections")
+    def connections(self, history: int = 200) -> dict[str, Any]:
+        return self._call("GET", f"/api/simulator/connections?history={int(history)}")
 
     def max_seen(self, company_id: str) -> int:
         return self.connections()["companies"].get(company_id, {}).get("maxSeen", 0)
