@@ -259,6 +259,25 @@ class Client:
         return self.request("POST", self._session(company_id, "/messages"), {"to": to, "message": message},
                             headers={"Idempotency-Key": key}, safe=True)
 
+    def message_status(self, company_id: str, message_ref: str) -> dict[str, Any]:
+        """A sent message's status (queued, sent, delivered, read, failed, unconfirmed)."""
+        return self.request("GET", self._session(company_id, f"/messages/{self._id(message_ref)}"))
+
+    def templates(self, company_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", self._session(company_id, "/templates"))["templates"]
+
+    def template(self, company_id: str, name: str) -> dict[str, Any]:
+        return self.request("GET", self._session(company_id, f"/templates/{self._id(name)}"))
+
+    def put_template(self, company_id: str, name: str, body: str, description: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"body": body}
+        if description is not None:
+            payload["description"] = description
+        return self.request("PUT", self._session(company_id, f"/templates/{self._id(name)}"), payload, safe=True)
+
+    def delete_template(self, company_id: str, name: str) -> dict[str, Any]:
+        return self.request("DELETE", self._session(company_id, f"/templates/{self._id(name)}"), safe=True)
+
     def webhook_send(self, company_id: str, phone: str, message: str, *,
                      idempotency_key: str | None = None) -> SendResult:
         """The same send through the replaced system's webhook endpoint."""
@@ -336,6 +355,12 @@ class Client:
 
     def simulated_phone_messages(self, phone: str) -> dict[str, Any]:
         return self.request("GET", f"/api/simulator/phones/{self._id(phone)}/messages")
+
+    def simulate_group(self, group: str, members: list[str]) -> dict[str, Any]:
+        return self.request("POST", "/api/simulator/groups", {"group": group, "members": members})
+
+    def simulate_read(self, phone: str, message_id: str, kind: str = "read") -> dict[str, Any]:
+        return self.request("POST", f"/api/simulator/phones/{self._id(phone)}/read", {"id": message_id, "kind": kind})
 
     def simulated_connections(self) -> dict[str, Any]:
         return self.request("GET", "/api/simulator/connections")

@@ -186,6 +186,14 @@ CLIENT_METHODS = {
     ("POST", "/api/simulator/inbound"): "simulate_inbound",
     ("GET", "/api/simulator/phones/<phone>/messages"): "simulated_phone_messages",
     ("GET", "/api/simulator/connections"): "simulated_connections",
+    # issue 13
+    ("GET", "/api/whatsapp/sessions/<companyId>/messages/<messageRef>"): "message_status",
+    ("GET", "/api/whatsapp/sessions/<companyId>/templates"): "templates",
+    ("GET", "/api/whatsapp/sessions/<companyId>/templates/<templateName>"): "template",
+    ("PUT", "/api/whatsapp/sessions/<companyId>/templates/<templateName>"): "put_template",
+    ("DELETE", "/api/whatsapp/sessions/<companyId>/templates/<templateName>"): "delete_template",
+    ("POST", "/api/simulator/groups"): "simulate_group",
+    ("POST", "/api/simulator/phones/<phone>/read"): "simulate_read",
 }
 BROWSER_ONLY = {"/", "/dashboard.css", "/dashboard.js", "/api/dashboard/session", "/qr/<companyId>",
                 "/baileys-qr-web.html"}
@@ -198,3 +206,24 @@ def test_every_endpoint_has_a_client_method():
     assert not missing, f"routes without a Client method (add one, and a line here): {missing}"
     for name in filter(None, CLIENT_METHODS.values()):
         assert callable(getattr(Client, name)), name
+
+
+def test_the_messaging_calls_against_the_gateway(tmp_path):
+    """Issue 13: message status, templates and the simulator's groups and read receipts."""
+    with running_board(tmp_path / "data") as board, serving(build_app(board, tmp_path / "data")) as server:
+        client = Client(server.url, ADMIN_KEY)
+        for company, phone in (("acme", "79990001122"), ("beta", "79990003344")):
+            client.create_session(company)
+            client.simulate_scan(company, phone)
+            assert wait_until(lambda: client.status(company)["connected"])
+        assert client.put_template("acme", "hi", "Hi {{name}}")["variables"] == ["name"]
+        assert [t["name"] for t in client.templates("acme")] == ["hi"] and client.template("acme", "hi")["body"]
+        sent = client.send("acme", "79990003344", "Hello")
+        assert wait_until(lambda: client.message_status("acme", sent["id"])["status"] == "delivered")
+        client.simulate_read("79990003344", sent["messageId"])
+        assert wait_until(lambda: client.message_status("acme", sent["id"])["status"] == "read")
+        assert client.simulate_group("120363012345678901@g.us", ["79990001122"])["members"] == ["79990001122"]
+        assert client.delete_template("acme", "hi")["deleted"] is True
+        with pytest.raises(ApiError) as missing:
+            client.template("acme", "hi")
+        assert missing.value.status == 404

@@ -65,7 +65,7 @@ def test_waitress_own_errors_are_json(tmp_path):
             "Content-Length not a number": b"POST /api/keys HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n",
             "a header line without a colon": b"GET /health HTTP/1.1\r\nHost: x\r\nnonsense\r\n\r\n",
             "body over waitress's limit": (b"POST /api/whatsapp/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                                           b"application/json\r\nContent-Length: 5000000\r\n\r\n"),
+                                           b"application/json\r\nContent-Length: 50000000\r\n\r\n"),   # over the 16 MiB upload limit too
             "bad chunked encoding": (b"POST /api/keys HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                                      b"zz\r\n"),
         }
