@@ -23,6 +23,7 @@ from switchboard.actors.errors import SessionUnavailable
 from switchboard.actors.kinds import EventKind
 from switchboard.actors.lifecycle import STATES
 from switchboard.actors.messages import COMMANDS
+from switchboard.actors.ownership import FileLock, OwnershipFactory
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
 from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
@@ -129,7 +130,7 @@ class Switchboard:
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
                  sinks: Iterable[SinkFactory] = (), redis_url: str | None = None,
-                 restore_stagger: float | None = None) -> None:
+                 restore_stagger: float | None = None, ownership: OwnershipFactory | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -151,6 +152,8 @@ class Switchboard:
         self.sinks: list[Sink] = []
         self.redis_url = redis_url
         self.redis = None
+        self.ownership = ownership          # None: a lock file per company (embedded mode)
+        self.cluster = None                 # the Cluster when distributed (supervision/cluster.py)
         self._remove_locks: dict[str, threading.Lock] = {}    # one removal at a time per company
         self._remove_locks_guard = threading.Lock()
 
@@ -165,7 +168,8 @@ class Switchboard:
             self.sinks.append(sink)
             self.bus.subscribe(sink)
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
-                                  limiter_factory=self._redis_limiter_factory())
+                                  limiter_factory=self._redis_limiter_factory(),
+                                  ownership_factory=self.ownership or FileLock.for_company)
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
         self.bus.publish(None, EventKind.GATEWAY, {"action": "started", "transport": self.transport.name})
