@@ -15,6 +15,7 @@ from .backoff import BackoffPolicy
 from .connection import Transport
 from .ownership import FileLock, Ownership, OwnershipFactory
 from .phone import validate_company_id
+from .record import SessionRecord
 from .ratelimit import Limiter, RateLimit, SlidingWindowLimiter
 from .scheduler import Scheduler
 from .status import StatusBoard
@@ -35,6 +36,7 @@ class SessionSettings:
 
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)
 LimiterFactory = Callable[[str, RateLimit], Limiter]            # (company_id, limits)
+RecordFactory = Callable[[str, Path, Ownership], Any]          # (company_id, company dir, its ownership)
 
 
 @dataclasses.dataclass
@@ -48,6 +50,7 @@ class SessionContext:
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     limiter_factory: LimiterFactory | None = None          # None: in memory (no Redis)
     ownership_factory: OwnershipFactory = FileLock.for_company
+    record_factory: RecordFactory | None = None            # None: session.json only (no shared state)
 
     def make_limiter(self, company_id: str) -> Limiter:
         if self.limiter_factory is None:
@@ -56,6 +59,11 @@ class SessionContext:
 
     def make_ownership(self, company_id: str, company_dir: Path) -> Ownership:
         return self.ownership_factory(company_id, company_dir)
+
+    def make_record(self, company_id: str, company_dir: Path, ownership: Ownership) -> SessionRecord:
+        if self.record_factory is None:
+            return SessionRecord(company_dir, company_id)
+        return self.record_factory(company_id, company_dir, ownership)
 
     def company_dir(self, company_id: str) -> Path:
         return self.data_dir / validate_company_id(company_id)

@@ -77,7 +77,8 @@ class SessionActor(pykka.ThreadingActor):
                                                     max_queued=self._settings.max_queued)
             self._s.inbound = self._inbound = Inbound(
                 self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
-            self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
+            self._s.record = self._record = record = self._ctx.make_record(self.company_id, self._dir,
+                                                                                  self._link.owner)
             self._s.phone = record.phone
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
