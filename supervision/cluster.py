@@ -224,6 +224,11 @@ class Cluster:
         target = owner_for(company_id, self.members.values())
         return None if target is None or target.id == self.id else target
 
+    def advertise(self, url: str) -> None:
+        """Where other instances reach this one (known once the HTTP server listens)."""
+        self.settings = dataclasses.replace(self.settings, url=url)
+        self.membership.me = dataclasses.replace(self.membership.me, url=url)
+
     def drain(self, member_id: str, draining: bool = True) -> None:
         self.membership.set_draining(member_id, draining)
 
