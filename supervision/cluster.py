@@ -110,6 +110,7 @@ class Cluster:
             self._thread.join(10)
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe = None
         try:
             self.membership.leave()
         except redis.RedisError:
@@ -133,7 +134,8 @@ class Cluster:
 
     def round(self) -> None:
         board = self.board
-        self.membership.heartbeat()
+        if self.membership.me.url:          # a member only once others can reach it
+            self.membership.heartbeat()
         members = self.membership.live()
         self.members = {m.id: m for m in members}
         companies = [c.decode() for c in self.client.smembers(self._registry)]
@@ -225,7 +227,8 @@ class Cluster:
         return None if target is None or target.id == self.id else target
 
     def advertise(self, url: str) -> None:
-        """Where other instances reach this one (known once the HTTP server listens)."""
+        """Where other instances reach this one (known once the HTTP server listens); until
+        then this instance is not a member, and placement assigns it nothing."""
         self.settings = dataclasses.replace(self.settings, url=url)
         self.membership.me = dataclasses.replace(self.membership.me, url=url)
 

@@ -5,6 +5,7 @@ does not answer is a 503 with Retry-After."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import urllib.request
@@ -35,7 +36,8 @@ def two(server, tmp_path):
             served = stack.enter_context(serving(build_app(board, tmp_path / name)))
             board.cluster.advertise(served.url)
             https[name] = Http(served.url)
-        assert wait_until(lambda: all(len(b.cluster.members) == 2 and all(m.url for m in b.cluster.members.values())
+        assert wait_until(lambda: all(len(b.cluster.members) == 2 and all(m.url.startswith("http://127.0.0.1")
+                                                                         for m in b.cluster.members.values())
                                       for b in instances.boards.values()), 10)
         yield instances, https
         stack.close()
@@ -116,8 +118,8 @@ def test_an_owner_that_does_not_answer_is_a_503_with_retry_after(two):
     instances, http = two
     company = company_on(instances, "a")
     http["a"].post("/api/whatsapp/sessions", {"companyId": company})
-    instances.boards["b"].cluster.members["a"] = type(instances.boards["b"].cluster.members["a"])(
-        "a", "http://127.0.0.1:1", 100)                                    # a's address stops answering
-    instances.boards["b"].cluster._stopped.set()                          # and b's view stays so
+    b = instances.boards["b"].cluster
+    b.leave()                                                # b's view of the members stays as it is now ...
+    b.members["a"] = dataclasses.replace(b.members["a"], url="http://127.0.0.1:1")   # ... but a stops answering
     status, headers, body = http["b"].get(f"/api/whatsapp/sessions/{company}/status")
     assert status == 503 and headers.get("Retry-After") == "1", body

@@ -26,7 +26,7 @@ class Instances:
         self.boards: dict[str, Switchboard] = {}
 
     def start(self, name: str, capacity: int = 100, max_moves: int = 20, **board_options) -> Switchboard:
-        cluster = Cluster(ClusterSettings(self.redis_url, instance_id=name,
+        cluster = Cluster(ClusterSettings(self.redis_url, url=f"http://{name}.invalid", instance_id=name,
                                           capacity=capacity, lease=LEASE, tick=0.2, member_ttl=1.0,
                                           max_moves=max_moves))
         board = Switchboard(data_dir=self.data_dir, transport="simulated", network=self.network,
