@@ -37,6 +37,7 @@ class SessionSettings:
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)
 LimiterFactory = Callable[[str, RateLimit], Limiter]            # (company_id, limits)
 RecordFactory = Callable[[str, Path, Ownership], Any]          # (company_id, company dir, its ownership)
+JournalFactory = Callable[[str, Ownership], Any]                # (company_id, its ownership) -> a Journal
 
 
 @dataclasses.dataclass
@@ -51,6 +52,7 @@ class SessionContext:
     limiter_factory: LimiterFactory | None = None          # None: in memory (no Redis)
     ownership_factory: OwnershipFactory = FileLock.for_company
     record_factory: RecordFactory | None = None            # None: session.json only (no shared state)
+    outbox_journal_factory: JournalFactory | None = None   # None: outbox.jsonl in the company dir
 
     def make_limiter(self, company_id: str) -> Limiter:
         if self.limiter_factory is None:
@@ -64,6 +66,12 @@ class SessionContext:
         if self.record_factory is None:
             return SessionRecord(company_dir, company_id)
         return self.record_factory(company_id, company_dir, ownership)
+
+    def make_outbox_journal(self, company_id: str, ownership: Ownership) -> Any:
+        """The outbox's store; None: the file in the company's directory."""
+        if self.outbox_journal_factory is None:
+            return None
+        return self.outbox_journal_factory(company_id, ownership)
 
     def company_dir(self, company_id: str) -> Path:
         return self.data_dir / validate_company_id(company_id)

@@ -62,19 +62,36 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HGET', KEYS[1
 end
 return 0
 """
-# A fenced write. KEYS: lease, fence counter, target hash. ARGV: owner, token, field, value, ...
+# Fenced writes. KEYS: lease, fence counter, target. ARGV: owner, token, must_hold, ...
 # Accepted only if the token is the newest ever issued for the company, and the lease is
-# held by this owner or by nobody (a stopped company). -> 1 written, 0 refused (stale)
-FENCED_HSET = """
+# held by this owner (must_hold=1: a writer that has held the lease) or by nobody
+# (must_hold=0: a writer that never held it and read the state at that token). So an
+# owner whose lease expired, or was taken, writes nothing more. -> 1 written, 0 refused
+_FENCE_GUARD = """
 local newest = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[2]) ~= newest then return 0 end
 local cur = redis.call('HGET', KEYS[1], 'owner')
-if cur ~= false and cur ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do
+if ARGV[3] == '1' then
+  if cur ~= ARGV[1] then return 0 end
+elseif cur ~= false then return 0 end
+"""
+# ... then set (or, for an empty value, delete) the hash fields ARGV[4..] (name, value pairs)
+FENCED_HSET = _FENCE_GUARD + """
+for i = 4, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[3], ARGV[i])
   else redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
-redis.call('HSET', KEYS[3], '_fence', ARGV[2])
+return 1
+"""
+# ... then append ARGV[4] to the list
+FENCED_RPUSH = _FENCE_GUARD + """
+redis.call('RPUSH', KEYS[3], ARGV[4])
+return 1
+"""
+# ... then replace the list with ARGV[4..]
+FENCED_REPLACE = _FENCE_GUARD + """
+redis.call('DEL', KEYS[3])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1
 """
 
@@ -123,6 +140,8 @@ class LeaseScripts:
         self.renew = client.register_script(RENEW)
         self.release = client.register_script(RELEASE)
         self.fenced_hset = client.register_script(FENCED_HSET)
+        self.fenced_rpush = client.register_script(FENCED_RPUSH)
+        self.fenced_replace = client.register_script(FENCED_REPLACE)
 
 
 def new_instance_id() -> str:
@@ -193,6 +212,13 @@ class RedisLease:
 
     def describe(self) -> str:
         return self._problem
+
+    def fence_args(self, seen: int) -> list:
+        """The first ARGV of a fenced write (owner, token, must_hold) by the actor of this
+        lease; `seen` is the fence counter as it was when the state was read."""
+        if self.last_token is not None:
+            return [self.owner, self.last_token, 1]
+        return [self.owner, seen, 0]
 
     # ---- the keeper's side -------------------------------------------------------------------
 

@@ -174,7 +174,8 @@ class Switchboard:
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
                                   limiter_factory=self._redis_limiter_factory(),
                                   ownership_factory=self.ownership or FileLock.for_company,
-                                  record_factory=self.cluster.record if self.cluster is not None else None)
+                                  record_factory=self.cluster.record if self.cluster is not None else None,
+                                  outbox_journal_factory=self.cluster.outbox if self.cluster is not None else None)
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
         self.bus.publish(None, EventKind.GATEWAY, {"action": "started", "transport": self.transport.name})

@@ -31,7 +31,7 @@ from switchboard.actors.lease import PREFIX, LeaseKeeper, LeasePolicy, RedisLeas
 
 from .membership import Membership
 from .placement import Member, owner_for, plan
-from .shared import SharedRecord, record_key
+from .shared import SharedJournal, SharedRecord, outbox_key, record_key
 
 if TYPE_CHECKING:
     from .board import Switchboard
@@ -84,6 +84,9 @@ class Cluster:
 
     def record(self, company_id: str, company_dir: Path, lease: RedisLease) -> SharedRecord:
         return SharedRecord(self.keeper.scripts, company_id, company_dir, lease, self.settings.prefix)
+
+    def outbox(self, company_id: str, lease: RedisLease) -> SharedJournal:
+        return SharedJournal(self.keeper.scripts, company_id, lease, self.settings.prefix)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class Cluster:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.srem(self._registry, event.company_id)
                 pipe.delete(record_key(event.company_id, self.settings.prefix))
+                pipe.delete(outbox_key(event.company_id, self.settings.prefix))
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("cluster: registry not updated for %s (%s)", event.company_id, exc)

@@ -96,9 +96,9 @@ def test_a_stale_holders_renewal_and_writes_are_refused(keepers, server):
     target = "switchboard:record:{acme}"
     fenced = b.scripts.fenced_hset
     assert fenced(keys=[lease_key("acme"), fence_key("acme"), target],
-                  args=[lease_b.owner, lease_b.token, "desired", "running"]) == 1
+                  args=[lease_b.owner, lease_b.token, 1, "desired", "running"]) == 1
     assert fenced(keys=[lease_key("acme"), fence_key("acme"), target],
-                  args=[lease_a.owner, lease_a.token, "desired", "stopped"]) == 0
+                  args=[lease_a.owner, lease_a.token, 1, "desired", "stopped"]) == 0
     assert raw.hget(target, "desired") == b"running"
     # The old holder's renew script finds another owner: refused, and the lease is given up.
     assert a.scripts.renew(keys=[lease_key("acme")], args=[lease_a.owner, lease_a.token, 1000]) == 0
