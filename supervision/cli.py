@@ -97,7 +97,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cluster_flags(args: argparse.Namespace, config: Config) -> None:
-    for flag in ("instance_id", "advertise_url", "capacity", "lease_ttl"):
+    for flag in ("instance_id", "advertise_url", "capacity", "lease_ttl", "store_url"):
         if getattr(args, flag, None) is not None:
             setattr(config, flag, getattr(args, flag))
 
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int, help="distributed mode: placement weight, companies this instance "
                                                 "is sized for (default 1000)")
     p.add_argument("--lease-ttl", type=float, help="distributed mode: lease TTL in seconds (default 15)")
+    p.add_argument("--store-url", help="neonize credentials in PostgreSQL (postgres://user:pw@host/db; a database "
+                                       "per company; default SWITCHBOARD_STORE_URL; unset: files in the data dir)")
     p.set_defaults(func=serve)
 
     p = commands.add_parser("cluster", parents=[remote], help="distributed mode: members, drain, undrain")

@@ -13,6 +13,7 @@ from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.lease import LeasePolicy
 from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
+from switchboard.actors.transports.neonize.pgstore import validate_store_url
 from switchboard.actors.transports.proxy import validate_proxy
 
 from .cluster import ClusterSettings
@@ -58,6 +59,7 @@ class Config:
     advertise_url: str | None = None           # where other instances reach this one (default: the listen URL)
     capacity: int = 1000                       # placement weight: companies this instance is sized for
     lease_ttl: float = 15.0                    # seconds; takeover after a crash takes about this long
+    store_url: str | None = None               # postgres://: neonize credentials there (a database per company)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -90,6 +92,7 @@ class Config:
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_INSTANCE_ID": "instance_id", "SWITCHBOARD_ADVERTISE_URL": "advertise_url",
+            "SWITCHBOARD_STORE_URL": "store_url",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -137,6 +140,11 @@ class Config:
             raise ConfigError("the instance id must be 1-100 letters, digits, '_', '.' or '-'")
         if self.advertise_url and not self.advertise_url.startswith(("http://", "https://")):
             raise ConfigError("the advertised URL must start with http:// or https://")
+        if self.store_url:
+            try:
+                validate_store_url(self.store_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def cluster_settings(self) -> ClusterSettings | None:
         """Distributed mode's settings; None in embedded mode (no Redis)."""
@@ -164,7 +172,8 @@ class Config:
         """What the transport is built with: the neonize client's options (set ones only)."""
         if self.transport != "neonize":
             return {}
-        options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level}
+        options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level,
+                   "store_url": self.store_url}
         return {k: v for k, v in options.items() if v is not None}
 
     def session_settings(self) -> SessionSettings:

@@ -3,10 +3,12 @@ with SIGSTOP) and PostgreSQL (initdb + postgres in a temp dir), each on a free p
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,27 +76,42 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 class PostgresServer:
-    """initdb + postgres in a temp dir on a free port (never the machine's own server)."""
+    """initdb + postgres in a temp dir on a free port (never the machine's own server).
+    PostgreSQL refuses to run as root: as root, it runs as the `postgres` user."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         if not (PG_BIN / "initdb").exists():
             pytest.skip("PostgreSQL 15 binaries are not installed")
         self.port = free_port()
-        data = workdir / "pgdata"
+        self.workdir = Path(tempfile.mkdtemp(prefix="sb-pg-"))
+        as_user: list[str] = []
         if os.geteuid() == 0:
-            pytest.skip("PostgreSQL refuses to run as root")
-        subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "sb", "--auth=trust", "-E", "UTF8"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.proc = subprocess.Popen([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
-                                      "-k", str(workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+            os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
+            as_user = ["runuser", "-u", "postgres", "--"]
+        data = self.workdir / "data"
+        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", "sb", "--auth=trust",
+                        "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
+                                      "-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1",
+                                      "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc, "postgres")
+        deadline = time.monotonic() + 15
+        while subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode:
+            if time.monotonic() > deadline:       # accepting, but still starting up
+                self.stop()
+                pytest.fail("postgres did not become ready")
+            time.sleep(0.05)
         self.url = f"postgres://sb@127.0.0.1:{self.port}/postgres?sslmode=disable"
 
     def stop(self) -> None:
-        self.proc.terminate()
+        self.proc.terminate()        # runuser passes SIGTERM on: a smart shutdown
         try:
-            self.proc.wait(10)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ...connection import EmitFn
 from ..proxy import validate_proxy
 from .connection import COMMAND_TIMEOUT, DB_FILES, NeonizeConnection
+from .pgstore import PostgresStore
 
 log = logging.getLogger("switchboard.neonize")
 
@@ -25,7 +26,7 @@ class NeonizeTransport:
     def __init__(self, *, device_name: str = "Switchboard", proxy: str | None = None,
                  proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
                  stop_grace: float = 3.0, connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT) -> None:
+                 command_timeout: float = COMMAND_TIMEOUT, store_url: str | None = None) -> None:
         self.device_name = device_name
         self.proxy = validate_proxy(proxy)
         self.proxies = {company: validate_proxy(url) for company, url in (proxies or {}).items()}
@@ -33,6 +34,8 @@ class NeonizeTransport:
         self.stop_grace = stop_grace
         self.connect_deadline = connect_deadline
         self.command_timeout = command_timeout
+        # Credentials in PostgreSQL (one schema per company) instead of <company dir>/whatsapp.sqlite3
+        self.store = PostgresStore(store_url) if store_url else None
         self._lock = threading.Lock()
         self._connections: set[NeonizeConnection] = set()     # until each one is gone
 
@@ -43,6 +46,8 @@ class NeonizeTransport:
                                  proxy=proxy, go_log_level=self.go_log_level,
                                  stop_grace=self.stop_grace, connect_deadline=self.connect_deadline,
                                  command_timeout=self.command_timeout)
+        if self.store is not None:
+            conn.db_path = self.store.prepare(company_id)       # the child opens this DSN
         with self._lock:
             self._connections.add(conn)
         conn.gone().add_done_callback(lambda _f: self._discard(conn))
@@ -53,7 +58,9 @@ class NeonizeTransport:
             self._connections.discard(conn)
 
     def forget(self, company_id: str, company_dir: Path) -> None:
-        """Delete the company's stored WhatsApp credentials (the sqlite store)."""
+        """Delete the company's stored WhatsApp credentials (the sqlite store, or its schema)."""
+        if self.store is not None:
+            self.store.forget(company_id)
         for name in DB_FILES:
             (Path(company_dir) / name).unlink(missing_ok=True)
         log.info("company %s: WhatsApp credentials deleted", company_id)
