@@ -30,7 +30,7 @@ from switchboard.actors.lease import PREFIX, LeaseKeeper, LeasePolicy, RedisLeas
     new_instance_id
 
 from .membership import Membership
-from .placement import Member, owner_for, plan
+from .placement import Assignments, Member, owner_for, plan
 from .shared import SharedJournal, SharedRecord, outbox_key, record_key
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Cluster:
         self.last_error: str | None = None
         self.moves: list[tuple[float, str, str]] = []        # (time, company, "take"/"hand_over"/"evict")
         self._registry = f"{settings.prefix}:companies"
+        self._assignments = Assignments()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe = None
@@ -145,7 +146,8 @@ class Cluster:
         local = board.company_ids()
         everything = sorted(set(companies) | set(local))
         holders = self.holders(everything)
-        todo = plan(self.id, companies, local, holders, members, self.settings.max_moves)
+        todo = plan(self.id, companies, local, holders, members, self.settings.max_moves,
+                    self._assignments.for_members(members))
         now = time.time()
         for company_id in todo.evict:
             self._move(now, company_id, "evict")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,17 +55,19 @@ class Plan:
 
 
 def plan(me: str, companies: Iterable[str], local: Iterable[str], holders: Mapping[str, str | None],
-         members: list[Member], max_moves: int) -> Plan:
+         members: list[Member], max_moves: int, assign: Callable[[str], Member | None] | None = None) -> Plan:
     """What instance `me` should do this round.
 
     `holders` maps a company to the instance holding its lease (None: nobody). A company
     whose lease we hold stays ours until we hand it over; one held elsewhere is never
-    started here; a free one is started by the member it is assigned to.
+    started here; a free one is started by the member it is assigned to. `assign` may
+    stand in for `owner_for` over `members` (a cache of it).
     """
     local = set(local)
     result = Plan()
+    assign = assign or (lambda company_id: owner_for(company_id, members))
     for company_id in sorted(set(companies) | local):
-        target = owner_for(company_id, members)
+        target = assign(company_id)
         if target is not None:
             result.assigned[company_id] = target.id
         holder = holders.get(company_id)
@@ -78,3 +80,26 @@ def plan(me: str, companies: Iterable[str], local: Iterable[str], holders: Mappi
         elif mine and holder in (None, me):
             result.take.append(company_id)
     return result
+
+
+class Assignments:
+    """owner_for() remembered per company until the member list changes (a round over
+    10,000 companies then hashes only the new ones)."""
+
+    def __init__(self) -> None:
+        self._members: tuple = ()
+        self._cache: dict[str, Member | None] = {}
+
+    def for_members(self, members: list[Member]) -> Callable[[str], Member | None]:
+        key = tuple(sorted((m.id, m.url, m.capacity, m.draining) for m in members))
+        if key != self._members:
+            self._members, self._cache = key, {}
+        cache = self._cache
+
+        def assign(company_id: str) -> Member | None:
+            try:
+                return cache[company_id]
+            except KeyError:
+                cache[company_id] = target = owner_for(company_id, members)
+                return target
+        return assign
