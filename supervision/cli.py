@@ -1,7 +1,8 @@
 """The `switchboard` command.
 
     switchboard serve [--host 127.0.0.1] [--port 3000] [--data-dir DIR]
-                      [--transport neonize|simulated] [--redis-url URL]
+                      [--transport neonize|simulated] [--simulator-url URL] [--redis-url URL]
+    switchboard simulator [--host 127.0.0.1] [--port 4000] [--data-dir DIR]
     switchboard sessions [list | show ID | start ID | stop ID | logout ID]
     switchboard send ID PHONE TEXT
     switchboard qr ID
@@ -28,7 +29,7 @@ from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys, load_or_create_admin_key
 from switchboard.http.server import GracefulServer
 
-from . import client, cluster_cli
+from . import client, cluster_cli, simulator
 from .board import Switchboard
 from .cluster import Cluster
 from .config import Config, ConfigError
@@ -47,6 +48,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     if args.redis_url:
         config.redis_url = args.redis_url
     _cluster_flags(args, config)
+    if args.simulator_url:
+        config.simulator_url = args.simulator_url
     config.validate()
     if args.port == 0:
         config.port = 0
@@ -85,8 +88,9 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         key_note = f"admin key: generated and stored in {key_path} (mode 0600; read it from there)"
     else:
         key_note = f"admin key: in {key_path}"
+    transport = config.transport + (f" at {config.simulator_url}" if config.simulator_url else "")
     mode = f"cluster instance {cluster.id} via Redis" if cluster is not None else "embedded"
-    print(f"switchboard: serving {server.url} (transport {config.transport}, data {data_dir}, {mode}); {key_note}",
+    print(f"switchboard: serving {server.url} (transport {transport}, data {data_dir}, {mode}); {key_note}",
           flush=True)
     try:
         server.run()
@@ -159,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=float, help="distributed mode: lease TTL in seconds (default 15)")
     p.add_argument("--store-url", help="neonize credentials in PostgreSQL (postgres://user:pw@host/db; a database "
                                        "per company; default SWITCHBOARD_STORE_URL; unset: files in the data dir)")
+    p.add_argument("--simulator-url", help="with --transport simulated: link every company to `switchboard "
+                                           "simulator` at this URL (default SWITCHBOARD_SIMULATOR_URL; unset: "
+                                           "an in-process simulator)")
     p.set_defaults(func=serve)
+
+    simulator.add_parser(commands)
 
     p = commands.add_parser("cluster", parents=[remote], help="distributed mode: members, drain, undrain")
     p.add_argument("action", nargs="?", choices=("show", "drain", "undrain"), default="show")

@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.lease import LeasePolicy
@@ -60,6 +61,8 @@ class Config:
     capacity: int = 1000                       # placement weight: companies this instance is sized for
     lease_ttl: float = 15.0                    # seconds; takeover after a crash takes about this long
     store_url: str | None = None               # postgres://: neonize credentials there (a database per company)
+    simulator_url: str | None = None           # simulated transport: `switchboard simulator` at this URL
+    simulator_key: str | None = None           # `switchboard simulator`'s admin key (else <data>/admin.key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -93,6 +96,7 @@ class Config:
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_INSTANCE_ID": "instance_id", "SWITCHBOARD_ADVERTISE_URL": "advertise_url",
             "SWITCHBOARD_STORE_URL": "store_url",
+            "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -125,6 +129,10 @@ class Config:
                 validate_proxy(self.proxy)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.simulator_url:
+            check_simulator_url(self.simulator_url)
+            if self.transport != "simulated":
+                raise ConfigError("--simulator-url needs --transport simulated")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
         self._validate_cluster()
@@ -170,6 +178,8 @@ class Config:
 
     def transport_options(self) -> dict[str, Any]:
         """What the transport is built with: the neonize client's options (set ones only)."""
+        if self.transport == "simulated":
+            return {"simulator_url": self.simulator_url} if self.simulator_url else {}
         if self.transport != "neonize":
             return {}
         options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level,
@@ -185,6 +195,19 @@ class Config:
             health_interval=self.health_check_interval_ms / 1000,
             fsync=self.fsync,
         )
+
+
+def check_simulator_url(url: str) -> str:
+    """http://host:port of `switchboard simulator` (its control API; links are asked from it)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"the simulator URL must be http://host:port, not {url!r}")
+    return url
 
 
 def _number(kind: type[int] | type[float], name: str, value: str) -> int | float:
