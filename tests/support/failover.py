@@ -12,6 +12,7 @@ for every send an instance accepted (200/202), whether the recipient got it exac
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import random
@@ -83,9 +84,10 @@ class Drill:
 
     # ---- processes ---------------------------------------------------------------------
 
-    def start_gateway(self, name: str) -> Served:
+    def start_gateway(self, name: str, *args: str) -> Served:
         served = Served(self.data_dir, "--transport", "simulated", "--simulator-url", self.sim.url,
-                        "--instance-id", name, env=self.env)
+                        "--instance-id", name, *args, env=self.env)
+        self.dead.discard(name)
         self.gateways[name] = served
         return served
 
@@ -93,8 +95,7 @@ class Drill:
         return [name for name in self.gateways if name not in self.dead and name not in self.frozen]
 
     def kill(self, name: str) -> None:
-        self.gateways[name].proc.send_signal(signal.SIGKILL)
-        self.gateways[name].proc.wait(10)
+        self.gateways[name].kill()            # SIGKILL
         self.dead.add(name)
 
     def freeze(self, name: str) -> None:
@@ -111,7 +112,7 @@ class Drill:
             if name in self.frozen:
                 self.thaw(name)
             if name in self.dead:
-                served.kill()
+                continue
             else:
                 try:
                     served.stop()
@@ -125,22 +126,34 @@ class Drill:
     def url(self, name: str | None = None) -> str:
         return self.gateways[name or self.rng.choice(self.live())].url
 
-    def link_all(self, timeout: float = 120.0) -> None:
-        """Create every company through some instance and scan its QR at the simulator."""
-        for company in self.companies:
-            status, body = http("POST", self.url() + "/api/whatsapp/sessions", {"companyId": company})
-            assert status in (200, 201), (company, status, body)
-        pending = set(self.companies)
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{len(pending)} companies never showed a QR code"
-            for company in sorted(pending):
-                try:
-                    self.sim.client.scan(company, self.phone(company))
-                    pending.discard(company)
-                except LookupError:
-                    pass                  # not showing its QR code yet
-            time.sleep(0.2)
+    def link_all(self, timeout: float = 120.0, workers: int = 1) -> None:
+        """Create every company through some instance and scan its QR at the simulator
+        (`workers` threads at a time)."""
+        def create(company: str) -> None:
+            for _ in range(50):
+                status, body = http("POST", self.url() + "/api/whatsapp/sessions", {"companyId": company},
+                                    timeout=30)
+                if status in (200, 201):
+                    return
+                time.sleep(0.2)               # an instance busy or not yet a member: another try
+            raise AssertionError(f"{company} could not be created: {status} {body}")
+
+        def scan(company: str) -> bool:
+            try:
+                self.sim.client.scan(company, self.phone(company))
+                return True
+            except LookupError:
+                return False                  # not showing its QR code yet
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(create, self.companies))
+            pending = set(self.companies)
+            deadline = time.monotonic() + timeout
+            while pending:
+                assert time.monotonic() < deadline, f"{len(pending)} companies never showed a QR code"
+                done = [c for c, ok in zip(sorted(pending), pool.map(scan, sorted(pending))) if ok]
+                pending.difference_update(done)
+                if pending:
+                    time.sleep(0.2)
         self.wait_all_connected(timeout)
 
     @staticmethod
