@@ -109,3 +109,25 @@ def test_an_instance_cut_off_from_redis_closes_in_time_and_is_taken_over(instanc
     time.sleep(1.0)
     instances.never_two_links(COMPANIES)
     assert len(instances.connected_on()) == len(COMPANIES)
+
+
+def test_redis_unreachable_instances_keep_their_companies_while_leases_allow_then_close_then_resume(
+        instances, server):
+    a = instances.start("a")
+    link_all(instances, a, COMPANIES)
+    instances.start("b")
+    check = lambda: instances.never_two_links(COMPANIES)     # noqa: E731
+    instances.wait(lambda: "b" in set(instances.connected_on().values())
+                   and len(instances.connected_on()) == len(COMPANIES), 20, "spread", check)
+    server.pause()
+    paused = time.monotonic()
+    try:
+        time.sleep(LEASE.renew_every * 2)
+        assert len(instances.connected_on()) == len(COMPANIES)      # a short outage changes nothing
+        instances.wait(lambda: not any(instances.network.live_count(c) for c in COMPANIES), LEASE.ttl * 2,
+                       "every link closed", check)
+        assert time.monotonic() - paused < LEASE.ttl                # closed before any lease could expire
+    finally:
+        server.resume()
+    instances.wait(lambda: len(instances.connected_on()) == len(COMPANIES), 30, "all back", check)
+    instances.never_two_links(COMPANIES)
