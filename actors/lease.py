@@ -246,8 +246,11 @@ class LeaseKeeper:
     and gives up each lease it could not renew before its deadline."""
 
     def __init__(self, client: redis.Redis, instance_id: str, policy: LeasePolicy = LeasePolicy(),
-                 prefix: str = PREFIX) -> None:
-        self.client = client
+                 prefix: str = PREFIX, renew_client: redis.Redis | None = None) -> None:
+        self.client = client                       # acquire, release, fenced writes (the actors' threads)
+        # Renewals on their own connections: a crowd of actors busy with Redis must never
+        # make a renewal wait for a connection, and so make the leases lapse.
+        self.renew_client = renew_client or client
         self.scripts = LeaseScripts(client)
         self.instance_id = instance_id
         self.policy = policy
@@ -303,7 +306,7 @@ class LeaseKeeper:
             return
         sent = time.monotonic()
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.renew_client.pipeline(transaction=False)
             for lease, token in leases:
                 self.scripts.renew(keys=[lease.key], args=[lease.owner, token, self.policy.ttl_ms], client=pipe)
             answers = pipe.execute(raise_on_error=False)

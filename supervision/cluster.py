@@ -61,9 +61,17 @@ class Cluster:
         self.settings = settings
         self.id = settings.instance_id or new_instance_id()
         timeout = min(1.0, settings.lease.renew_every / 2)
+        # Three pools, so that none can starve another: the coordinator and routing; the
+        # lease renewals; the session actors (leases, fenced writes), where a thread waits
+        # for a free connection rather than failing when thousands start at once.
         self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
                                            socket_connect_timeout=timeout)
-        self.keeper = LeaseKeeper(self.client, self.id, settings.lease, settings.prefix)
+        renewals = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        actors = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=2.0, socket_timeout=timeout,
+            socket_connect_timeout=timeout))
+        self.clients = (self.client, renewals, actors)
+        self.keeper = LeaseKeeper(actors, self.id, settings.lease, settings.prefix, renew_client=renewals)
         member_ttl = settings.member_ttl or max(1.0, settings.lease.ttl / 2)
         self.membership = Membership(self.client, Member(self.id, settings.url, settings.capacity), member_ttl,
                                      settings.prefix)
@@ -122,7 +130,8 @@ class Cluster:
 
     def close(self) -> None:
         self.keeper.close()
-        self.client.close()
+        for client in self.clients:
+            client.close()
 
     # ---- the coordinator ------------------------------------------------------------------
 

@@ -78,13 +78,15 @@ class Instances:
 
     def partition(self, name: str) -> None:
         """Cut the instance off from Redis (its connections to Redis fail from now on)."""
-        pool = self.boards[name].cluster.client.connection_pool
-        pool.connection_kwargs["port"] = 1          # nothing listens there: refused at once
-        pool.disconnect()
-        pool.reset()                                # pooled connections would reconnect to the old port
+        for client in self.boards[name].cluster.clients:
+            pool = client.connection_pool
+            pool.connection_kwargs["port"] = 1      # nothing listens there: refused at once
+            pool.disconnect()
+            pool.reset()                            # pooled connections would reconnect to the old port
 
     def heal(self, name: str, port: int) -> None:
-        pool = self.boards[name].cluster.client.connection_pool
-        pool.connection_kwargs["port"] = port
-        pool.disconnect()
-        pool.reset()
+        for client in self.boards[name].cluster.clients:
+            pool = client.connection_pool
+            pool.connection_kwargs["port"] = port
+            pool.disconnect()
+            pool.reset()
