@@ -55,8 +55,11 @@ class Membership:
             if info is None:
                 dead.append(member_id)
                 continue
-            data = json.loads(info)
-            members.append(Member(member_id, data["url"], int(data["capacity"]), draining=drain is not None))
+            try:
+                data = json.loads(info)
+                members.append(Member(member_id, str(data["url"]), int(data["capacity"]), draining=drain is not None))
+            except (ValueError, KeyError, TypeError):
+                continue                  # not written by an instance: not a member
         if dead:
             self.client.srem(self._set, *dead)
         return members
