@@ -58,11 +58,15 @@ class ForwardPlugin:
         streams = route.rule.endswith("/events")
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if request.environ.get(_HOP_ENVIRON):
-                return callback(*args, **kwargs)          # forwarded to us: answer here, whatever we think
             company_id = kwargs.get("companyId") if in_path else _company_in_body()
             if not isinstance(company_id, str):
                 return callback(*args, **kwargs)          # the route itself says what is wrong
+            if company_id in self.cluster.moving:
+                # being handed over: nothing new here; a retry reaches the new owner
+                raise ApiError(503, f"session {company_id} is moving to another instance; retry shortly",
+                               {"Retry-After": "1"}, retryAfter=1000)
+            if request.environ.get(_HOP_ENVIRON):
+                return callback(*args, **kwargs)          # forwarded to us: answer here, whatever we think
             try:
                 owner = self.cluster.owner_of(company_id)
             except OwnerUnreachable as exc:

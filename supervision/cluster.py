@@ -49,6 +49,7 @@ class ClusterSettings:
     tick: float = 1.0                  # seconds between coordinator rounds
     member_ttl: float | None = None    # default: half the lease TTL (a dead member is noticed first)
     max_moves: int = 20                # companies handed over per round (a join moves them gently)
+    drain_timeout: float = 5.0         # a company being handed over waits this long for its sends to settle
     prefix: str = PREFIX
 
 
@@ -82,6 +83,7 @@ class Cluster:
         self.moves: list[tuple[float, str, str]] = []        # (time, company, "take"/"hand_over"/"evict")
         self._registry = f"{settings.prefix}:companies"
         self._assignments = Assignments()
+        self.moving: dict[str, float] = {}       # company -> since when it is being handed over
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe = None
@@ -160,8 +162,7 @@ class Cluster:
         now = time.time()
         for company_id in todo.evict:
             self._move(now, company_id, "evict")
-        for company_id in todo.hand_over:
-            self._move(now, company_id, "hand_over")
+        self._hand_over(now, todo.hand_over)
         for company_id in todo.take:
             try:
                 board.session(company_id)
@@ -173,6 +174,25 @@ class Cluster:
         self.moves = self.moves[-1000:]
         self.rounds += 1
         self.last_error = None
+
+    def _hand_over(self, now: float, due: list[str]) -> None:
+        """Hand companies over gently: first they take no new requests here (503, retry:
+        after the move they reach the new owner), then, once nothing of theirs is queued or
+        in flight (or after `drain_timeout`), the actor stops and its lease goes. A send in
+        flight when its link closes has an unknown outcome: the new owner would send it
+        again."""
+        due_set = set(due)
+        for company_id in list(self.moving):
+            if company_id not in due_set:            # placement changed its mind: it stays
+                del self.moving[company_id]
+        for company_id in due:
+            if company_id not in self.moving and len(self.moving) < self.settings.max_moves:
+                self.moving[company_id] = time.monotonic()
+        for company_id, since in list(self.moving.items()):
+            status = self.board.ctx.status_board.get(company_id) or {}
+            if status.get("queued", 0) == 0 or time.monotonic() - since > self.settings.drain_timeout:
+                del self.moving[company_id]
+                self._move(now, company_id, "hand_over")
 
     def _move(self, now: float, company_id: str, why: str) -> None:
         try:

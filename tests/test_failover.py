@@ -3,7 +3,8 @@
 every instance. SIGKILL one instance, then SIGSTOP another past the lease TTL and
 resume it: every company is connected again on a live instance within TTL + 5 s, the
 simulator never saw two live links for one account, and every accepted send arrived
-exactly once. (scripts/chaos_cluster runs the long version, scripts/bench_failover
+exactly once, except one in flight at the instant of a fault, which may arrive twice
+(counted apart; see Drill.delivery). (scripts/chaos_cluster runs the long version, scripts/bench_failover
 prints the figures.)"""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from .support.failover import Drill
 
 TTL = 3.0
+SENDERS = 3
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def drill(tmp_path):
 
 def test_kill_and_freeze_instances_under_traffic(drill):
     drill.link_all(timeout=90)
-    drill.start_traffic(senders=3)
+    drill.start_traffic(senders=SENDERS)
     time.sleep(1.0)
     on = drill.connected()
     victims = [c for c, name in on.items() if name == "g0"]
@@ -53,6 +55,9 @@ def test_kill_and_freeze_instances_under_traffic(drill):
     delivery = drill.delivery(settle=30)
     assert delivery["accepted"] > 20, delivery
     assert delivery["lost"] == 0 and delivery["twice"] == 0, delivery
+    # A send in flight at the very instant of a SIGKILL/SIGSTOP may arrive twice (see
+    # Drill.delivery): only straddling a fault, and at most one per sender per fault.
+    assert delivery["in_flight_at_fault"] <= SENDERS * len(drill.faults), delivery
     links = drill.max_links()
     assert links["max"] <= 1, links
 
