@@ -9,6 +9,10 @@ method, path, query, key and body, and its answer is passed back; event streams 
 passed through chunk by chunk as the owner sends them. A forwarded request carries
 `X-Switchboard-Forwarded-By`, and an instance never forwards such a request again, so
 two instances that disagree for a moment cannot bounce a request between them.
+
+The list of sessions is the cluster's: the instance asked adds every other live
+member's list to its own (the others asked with the hop header, so each answers only
+for itself); an instance that does not answer is named in `unreachableInstances`.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ HOP_HEADER = "X-Switchboard-Forwarded-By"
 _HOP_ENVIRON = "HTTP_X_SWITCHBOARD_FORWARDED_BY"
 # Routes whose company is named in the JSON body rather than the path.
 BODY_COMPANY = {("POST", "/api/whatsapp/sessions"), ("POST", "/webhook/whatsapp/baileys/send")}
+# Lists answered for the whole cluster: each instance lists only the sessions it runs.
+MERGED_LISTS = {("GET", "/api/whatsapp/sessions")}
 # Request headers passed on (the rest are the client's business with this instance).
 _PASS_REQUEST = ("Content-Type", "X-Api-Key", "Authorization", "Last-Event-ID", "Accept", "Idempotency-Key")
 # Hop-by-hop headers: never copied from the owner's answer.
@@ -51,6 +57,8 @@ class ForwardPlugin:
         self.forwarded = 0
 
     def apply(self, callback: Callable, route: bottle.Route) -> Callable:
+        if (route.method, route.rule) in MERGED_LISTS:
+            return self._merged(callback)
         in_path = "<companyId>" in route.rule
         in_body = (route.method, route.rule) in BODY_COMPANY
         if not (in_path or in_body):
@@ -108,8 +116,65 @@ class ForwardPlugin:
             upstream.release_conn()
         return HTTPResponse(data, upstream.status, headers=answer_headers)
 
+    def _merged(self, callback: Callable) -> Callable:
+        """The list of sessions of the whole cluster: this instance's, and every other live
+        member's (asked with the hop header, so each answers only its own)."""
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mine = callback(*args, **kwargs)
+            if request.environ.get(_HOP_ENVIRON) or not isinstance(mine, dict):
+                return mine
+            answers, unreachable = [mine], []
+            env = request.environ
+            headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
+            headers[HOP_HEADER] = self.cluster.id
+            for member in list(self.cluster.members.values()):
+                if member.id == self.cluster.id or not member.url:
+                    continue
+                url = member.url.rstrip("/") + env.get("PATH_INFO", "/") + \
+                    (f"?{env['QUERY_STRING']}" if env.get("QUERY_STRING") else "")
+                try:
+                    upstream = self.http.request("GET", url, headers=headers, timeout=urllib3.Timeout(2.0, 5.0))
+                    answer = json.loads(upstream.data) if upstream.status == 200 else None
+                except (urllib3.exceptions.HTTPError, ValueError):
+                    answer = None
+                if isinstance(answer, dict):
+                    answers.append(answer)
+                else:
+                    unreachable.append(member.id)
+            return merge_lists(answers, unreachable)
+        return wrapper
+
     def close(self) -> None:
         self.http.clear()
+
+
+def merge_lists(answers: list[dict[str, Any]], unreachable: list[str]) -> dict[str, Any]:
+    """One list answer from each instance's: the sessions together (a company listed by
+    two instances for a moment, while it moves, once: the connected one), counts made
+    again, other numbers summed."""
+    merged: dict[str, Any] = dict(answers[0])
+    sessions: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        for session in answer.get("sessions", []):
+            known = sessions.get(session.get("companyId"))
+            if known is None or (session.get("status") == "connected" and known.get("status") != "connected"):
+                sessions[session.get("companyId")] = session
+    merged["sessions"] = sorted(sessions.values(), key=lambda s: str(s.get("companyId")))
+    for name in ("total", "count"):
+        if name in merged:
+            merged[name] = len(sessions)
+    if isinstance(merged.get("metrics"), dict):
+        totals: dict[str, Any] = {}
+        for answer in answers:
+            for key, value in (answer.get("metrics") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+        totals.update({"totalSessions": len(sessions),
+                       "activeConnections": sum(1 for s in sessions.values() if s.get("status") == "connected")})
+        merged["metrics"] = {**merged["metrics"], **{k: v for k, v in totals.items() if k in merged["metrics"]}}
+    if unreachable:
+        merged["unreachableInstances"] = sorted(unreachable)
+    return merged
 
 
 def _chunks(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

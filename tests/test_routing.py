@@ -123,3 +123,17 @@ def test_an_owner_that_does_not_answer_is_a_503_with_retry_after(two):
     b.members["a"] = dataclasses.replace(b.members["a"], url="http://127.0.0.1:1")   # ... but a stops answering
     status, headers, body = http["b"].get(f"/api/whatsapp/sessions/{company}/status")
     assert status == 503 and headers.get("Retry-After") == "1", body
+
+
+def test_the_list_of_sessions_is_the_whole_clusters(two):
+    instances, http = two
+    on_a, on_b = company_on(instances, "a"), company_on(instances, "b")
+    for company in (on_a, on_b):
+        assert http["a"].post("/api/whatsapp/sessions", {"companyId": company})[0] == 201
+    for name in ("a", "b"):
+        status, _, body = http[name].get("/api/whatsapp/sessions")
+        assert status == 200
+        assert sorted(s["companyId"] for s in body["sessions"]) == sorted([on_a, on_b])
+        assert body["total"] == 2 and "unreachableInstances" not in body
+    status, _, body = http["b"].get("/api/whatsapp/sessions", headers={"X-Switchboard-Forwarded-By": "a"})
+    assert [s["companyId"] for s in body["sessions"]] == [on_b]          # asked by an instance: its own only

@@ -168,10 +168,12 @@ class Drill:
         return "7900" + company[2:].rjust(7, "0")
 
     def connected(self) -> dict[str, str]:
-        """company -> the live instance where it is connected (each instance lists its own)."""
+        """company -> the live instance where it is connected (each asked for its own only:
+        with the hop header, an instance does not add the other members' lists)."""
         where: dict[str, str] = {}
         for name in self.live():
-            status, body = http("GET", self.url(name) + "/api/whatsapp/sessions", timeout=5)
+            status, body = http("GET", self.url(name) + "/api/whatsapp/sessions", timeout=5,
+                                headers={"X-Switchboard-Forwarded-By": "drill"})
             if status != 200:
                 continue
             for session in body.get("sessions", []):
