@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...connection import EmitFn
 from ..proxy import validate_proxy
-from .connection import COMMAND_TIMEOUT, DB_FILES, NeonizeConnection
+from .connection import COMMAND_TIMEOUT, DB_FILES, SEND_TIMEOUT, NeonizeConnection
 from .pgstore import PostgresStore
 
 log = logging.getLogger("switchboard.neonize")
@@ -26,7 +26,8 @@ class NeonizeTransport:
     def __init__(self, *, device_name: str = "Switchboard", proxy: str | None = None,
                  proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
                  stop_grace: float = 3.0, connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT, store_url: str | None = None) -> None:
+                 command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
+                 store_url: str | None = None) -> None:
         self.device_name = device_name
         self.proxy = validate_proxy(proxy)
         self.proxies = {company: validate_proxy(url) for company, url in (proxies or {}).items()}
@@ -34,7 +35,8 @@ class NeonizeTransport:
         self.stop_grace = stop_grace
         self.connect_deadline = connect_deadline
         self.command_timeout = command_timeout
-        # Credentials in PostgreSQL (one schema per company) instead of <company dir>/whatsapp.sqlite3
+        self.send_timeout = send_timeout
+        # Credentials in PostgreSQL (a database per company) instead of <company dir>/whatsapp.sqlite3
         self.store = PostgresStore(store_url) if store_url else None
         self._lock = threading.Lock()
         self._connections: set[NeonizeConnection] = set()     # until each one is gone
@@ -45,7 +47,8 @@ class NeonizeTransport:
         conn = NeonizeConnection(company_id, Path(company_dir), emit, device_name=self.device_name,
                                  proxy=proxy, go_log_level=self.go_log_level,
                                  stop_grace=self.stop_grace, connect_deadline=self.connect_deadline,
-                                 command_timeout=self.command_timeout)
+                                 command_timeout=self.command_timeout,
+                                 send_timeout=self.send_timeout)
         if self.store is not None:
             conn.db_path = self.store.prepare(company_id)       # the child opens this DSN
         with self._lock:
