@@ -137,3 +137,21 @@ def test_the_list_of_sessions_is_the_whole_clusters(two):
         assert body["total"] == 2 and "unreachableInstances" not in body
     status, _, body = http["b"].get("/api/whatsapp/sessions", headers={"X-Switchboard-Forwarded-By": "a"})
     assert [s["companyId"] for s in body["sessions"]] == [on_b]          # asked by an instance: its own only
+
+
+def test_cluster_admin_routes_check_their_input_and_need_the_admin_key(two):
+    instances, http = two
+    status, _, body = http["b"].get("/api/cluster")
+    assert status == 200 and {m["id"] for m in body["members"]} == {"a", "b"} and body["instance"] == "b"
+    for bad in ("nobody", "a%20b", "x" * 101, "%00"):
+        status, _, body = http["b"].post(f"/api/cluster/members/{bad}/drain")
+        assert status == 404 and body["success"] is False, bad
+    status, _, _ = http["b"].post("/api/cluster/members/a/drain", raw=b"{not json",
+                                  headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert not any(m.draining for m in instances.boards["b"].cluster.membership.live())    # nothing changed
+    assert http["b"].get("/api/cluster", key=False)[0] == 401
+    status, _, body = http["b"].post("/api/cluster/members/a/drain")
+    assert status == 200 and body["draining"] is True
+    assert wait_until(lambda: instances.boards["b"].cluster.members["a"].draining, 5)
+    assert http["b"].delete("/api/cluster/members/a/drain")[2]["draining"] is False
