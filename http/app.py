@@ -25,6 +25,7 @@ from . import simulator as simulator_routes
 from .auth import ApiKeys
 from .openapi import build_spec
 from .plumbing import ApiPlugin, Route, json_error_handler, mount
+from . import routing
 from .routing import ForwardPlugin
 from .state import AppState, HttpSettings
 
@@ -48,7 +49,10 @@ def make_app(board: Switchboard, config: Any, keys: ApiKeys, settings: HttpSetti
     """The WSGI app; its shared state is `app.switchboard` (an AppState)."""
     state = AppState(board, config, keys, settings or HttpSettings())
     mounted = routes(state.simulator, cluster=board.cluster is not None)
-    state.spec_bytes = json.dumps(build_spec(mounted), indent=1).encode()
+    spec = build_spec(mounted)
+    if board.cluster is not None:
+        spec = routing.document(spec)          # forwarded routes may answer 503 too
+    state.spec_bytes = json.dumps(spec, indent=1).encode()
     app = bottle.Bottle(catchall=True, autojson=True)
     app.switchboard = state
     app.default_error_handler = json_error_handler

@@ -206,3 +206,19 @@ def _company_in_body() -> Any:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data.get("companyId") if isinstance(data, dict) else None
+
+
+def document(spec: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document in distributed mode: every route that may be forwarded can
+    also answer 503 (the owner does not answer, or the session is moving)."""
+    unavailable = {"description": "the session's owner instance did not answer, or the session is moving "
+                                  "to another instance; retry after Retry-After",
+                   "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if method == "parameters" or not isinstance(operation, dict):
+                continue
+            if "{companyId}" in path or (method.upper(), path) in BODY_COMPANY:
+                operation.setdefault("responses", {}).setdefault("503", unavailable)
+    return spec
