@@ -204,17 +204,30 @@ class Cluster:
         self.board.bus.publish(company_id, EventKind.GATEWAY, {"action": why, "instance": self.id})
 
     def _kick_waiting(self, local: list[str], holders: dict[str, str | None], assigned: dict[str, str]) -> None:
-        """A session of ours that waits for its lease (Redis was down, or the last owner
-        was still closing) connects now that the lease is free, instead of at its backoff."""
-        for company_id in local:
-            if holders.get(company_id) is not None or assigned.get(company_id) != self.id:
-                continue
+        """Reconcile the sessions of ours that nobody holds a lease for:
+
+        * one that waits for its lease (Redis was down, or the last owner was still
+          closing) connects now that the lease is free, instead of at its backoff;
+        * one that is stopped here while the shared record says it should run was started
+          elsewhere after our actor read the record (two instances briefly had an actor
+          for it, the other one then handed it over): ours is stale, so it goes, and the
+          next round starts a fresh one from the shared state."""
+        free = [c for c in local if holders.get(c) is None and assigned.get(c) == self.id]
+        if not free:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for company_id in free:
+            pipe.hget(record_key(company_id, self.settings.prefix), "desired")
+        desired = dict(zip(free, pipe.execute()))
+        for company_id in free:
             status = self.board.ctx.status_board.get(company_id) or {}
-            if status.get("status") == "reconnecting" and "lease" in (status.get("lastError") or ""):
-                try:
+            try:
+                if status.get("status") == "reconnecting" and "lease" in (status.get("lastError") or ""):
                     self.board.session(company_id, create=False).ask("reconnect", timeout=self.board.ask_timeout)
-                except Exception as exc:
-                    log.info("cluster: could not wake %s: %s", company_id, exc)
+                elif status.get("status") == "stopped" and desired[company_id] == b"running":
+                    self._move(time.time(), company_id, "refresh")
+            except Exception as exc:
+                log.info("cluster: could not wake %s: %s", company_id, exc)
 
     def holders(self, company_ids: list[str]) -> dict[str, str | None]:
         """company -> the instance holding its lease (None: nobody), in one round trip."""

@@ -131,3 +131,15 @@ def test_redis_unreachable_instances_keep_their_companies_while_leases_allow_the
         server.resume()
     instances.wait(lambda: len(instances.connected_on()) == len(COMPANIES), 30, "all back", check)
     instances.never_two_links(COMPANIES)
+
+
+def test_a_stale_stopped_actor_is_replaced_when_the_company_was_started_elsewhere(instances):
+    from switchboard.supervision.placement import owner_for
+    a = instances.start("a")
+    b = instances.start("b")
+    instances.wait(lambda: len(a.cluster.members) == 2 and len(b.cluster.members) == 2, 5, "both members")
+    company = next(c for c in (f"x{i}" for i in range(100)) if owner_for(c, list(b.cluster.members.values())).id == "b")
+    b.session(company)                              # b runs a stopped actor for it (it read desired: none) ...
+    a.session(company).start().get(timeout=5)       # ... when a starts it, then hands it over to b
+    instances.wait(lambda: company in b.directory.refs and company not in a.directory.refs
+                   and instances.status(company)[1].get("status") == "qr", 10, "started on b")
