@@ -19,8 +19,7 @@ import bottle
 
 from switchboard.supervision.board import Switchboard
 
-from . import docs, events, keys as keys_routes, messages, qr_routes, sessions
-from . import cluster_routes
+from . import cluster_routes, compat, dashboard, docs, events, keys as keys_routes, messages, qr_routes, sessions
 from . import simulator as simulator_routes
 from .auth import ApiKeys
 from .openapi import build_spec
@@ -31,13 +30,14 @@ from .state import AppState, HttpSettings
 
 __all__ = ["AppState", "HttpSettings", "make_app", "routes"]
 
-_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 500, 502, 503)
+_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503)
 
 
 def routes(simulator: bool, cluster: bool = False) -> list[Route]:
     """Every route the app mounts; the simulator's control API only when asked for, the
     cluster's only in distributed mode."""
-    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api]
+    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, compat.api,
+              dashboard.api]
     if simulator:
         tables.append(simulator_routes.api)
     if cluster:

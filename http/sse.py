@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 QUEUE_SIZE = 1000
 _CLOSE = object()
 _OVERFLOW = object()
+_REVOKED = object()
 
 
 class StreamsFull(Exception):
@@ -83,6 +84,13 @@ class EventStreams:
         for q in streams:
             _force(q, _CLOSE)
 
+    def close_tenant(self, tenant: str) -> None:
+        """A key was revoked: end the streams it holds now."""
+        with self._lock:
+            streams = [q for q, holder in self._open.items() if holder == tenant]
+        for q in streams:
+            _force(q, _REVOKED)
+
     def _run(self, q: queue.Queue, unsubscribe: Callable[[], None], backlog: list[Any], last_seq: int,
              disconnected: Callable[[], bool]) -> Iterator[str]:
         try:
@@ -98,6 +106,9 @@ class EventStreams:
                     continue
                 if item is _CLOSE:
                     yield "event: close\ndata: {\"reason\": \"server shutting down\"}\n\n"
+                    return
+                if item is _REVOKED:
+                    yield "event: close\ndata: {\"reason\": \"API key revoked\"}\n\n"
                     return
                 if item is _OVERFLOW:
                     yield ("event: overflow\ndata: {\"reason\": \"client too slow; reconnect with "

@@ -40,7 +40,7 @@ class Config:
     health_check_interval_ms: int = 30_000
     max_reconnect_attempts: int = 10
     reconnect_base_delay_ms: int = 5_000
-    reconnect_max_delay_ms: int = 60_000
+    reconnect_max_delay_ms: int = 300_000      # retries never stop for a cause that can heal: cap them
     device_name: str = "Switchboard"
     proxy: str | None = None                   # http:// or socks5:// for every company's neonize client
     go_log_level: str = "WARNING"
@@ -61,6 +61,11 @@ class Config:
     capacity: int = 1000                       # placement weight: companies this instance is sized for
     lease_ttl: float = 15.0                    # seconds; takeover after a crash takes about this long
     store_url: str | None = None               # postgres://: neonize credentials there (a database per company)
+    # Start-up at scale (neonize): how children start, how many start up at once, and the
+    # delay between restored companies' first attempts (None: the gateway's default).
+    neonize_start: str = "forkserver"          # forkserver | spawn
+    neonize_max_starting: int = 0              # 0: the number of CPUs (at least 2)
+    restore_stagger: float | None = None
     simulator_url: str | None = None           # simulated transport: `switchboard simulator` at this URL
     simulator_key: str | None = None           # `switchboard simulator`'s admin key (else <data>/admin.key)
 
@@ -80,9 +85,11 @@ class Config:
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
             "SWITCHBOARD_CAPACITY": "capacity",
+            "SWITCHBOARD_NEONIZE_MAX_STARTING": "neonize_max_starting",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
-                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds", "SWITCHBOARD_LEASE_TTL": "lease_ttl"}
+                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds", "SWITCHBOARD_LEASE_TTL": "lease_ttl",
+                  "SWITCHBOARD_RESTORE_STAGGER": "restore_stagger"}
         for kind, names in ((int, ints), (float, floats)):
             for name, field in names.items():
                 if env.get(name):
@@ -96,6 +103,7 @@ class Config:
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_INSTANCE_ID": "instance_id", "SWITCHBOARD_ADVERTISE_URL": "advertise_url",
             "SWITCHBOARD_STORE_URL": "store_url",
+            "SWITCHBOARD_NEONIZE_START": "neonize_start",
             "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
         for name, field in strings.items():
@@ -119,6 +127,10 @@ class Config:
         for field in ("send_wait", "sse_max_streams", "drain_seconds"):
             if getattr(self, field) < 0:
                 raise ConfigError(f"{field} must not be negative")
+        if self.neonize_start not in ("forkserver", "spawn"):
+            raise ConfigError(f"SWITCHBOARD_NEONIZE_START must be forkserver or spawn, not {self.neonize_start!r}")
+        if self.neonize_max_starting < 0 or (self.restore_stagger is not None and self.restore_stagger < 0):
+            raise ConfigError("neonize_max_starting and restore_stagger must not be negative")
         if self.sse_heartbeat <= 0:
             raise ConfigError("sse_heartbeat must be positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -183,7 +195,8 @@ class Config:
         if self.transport != "neonize":
             return {}
         options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level,
-                   "store_url": self.store_url}
+                   "store_url": self.store_url,
+                   "start_method": self.neonize_start, "max_starting": self.neonize_max_starting}
         return {k: v for k, v in options.items() if v is not None}
 
     def session_settings(self) -> SessionSettings:
