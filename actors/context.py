@@ -15,6 +15,7 @@ from .backoff import BackoffPolicy
 from .connection import Transport
 from .ownership import FileLock, Ownership, OwnershipFactory
 from .phone import validate_company_id
+from .record import SessionRecord
 from .ratelimit import Limiter, RateLimit, SlidingWindowLimiter
 from .scheduler import Scheduler
 from .status import StatusBoard
@@ -44,6 +45,8 @@ class SessionSettings:
 
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)
 LimiterFactory = Callable[[str, RateLimit], Limiter]            # (company_id, limits)
+RecordFactory = Callable[[str, Path, Ownership], Any]          # (company_id, company dir, its ownership)
+JournalFactory = Callable[[str, Ownership], Any]                # (company_id, its ownership) -> a Journal
 
 
 @dataclasses.dataclass
@@ -57,6 +60,8 @@ class SessionContext:
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     limiter_factory: LimiterFactory | None = None          # None: in memory (no Redis)
     ownership_factory: OwnershipFactory = FileLock.for_company
+    record_factory: RecordFactory | None = None            # None: session.json only (no shared state)
+    outbox_journal_factory: JournalFactory | None = None   # None: outbox.jsonl in the company dir
 
     def make_limiter(self, company_id: str) -> Limiter:
         if self.limiter_factory is None:
@@ -65,6 +70,17 @@ class SessionContext:
 
     def make_ownership(self, company_id: str, company_dir: Path) -> Ownership:
         return self.ownership_factory(company_id, company_dir)
+
+    def make_record(self, company_id: str, company_dir: Path, ownership: Ownership) -> SessionRecord:
+        if self.record_factory is None:
+            return SessionRecord(company_dir, company_id)
+        return self.record_factory(company_id, company_dir, ownership)
+
+    def make_outbox_journal(self, company_id: str, ownership: Ownership) -> Any:
+        """The outbox's store; None: the file in the company's directory."""
+        if self.outbox_journal_factory is None:
+            return None
+        return self.outbox_journal_factory(company_id, ownership)
 
     def company_dir(self, company_id: str) -> Path:
         return self.data_dir / validate_company_id(company_id)

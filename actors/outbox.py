@@ -65,8 +65,9 @@ class KeyedResult:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
-        self._journal = Journal(path, fsync=fsync)
+    def __init__(self, path: Path, *, fsync: bool = False, journal: Any = None) -> None:
+        # `journal`: another store with Journal's interface (distributed mode: Redis)
+        self._journal = journal if journal is not None else Journal(path, fsync=fsync)
         self._pending: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
         self._keys: collections.OrderedDict[str, KeyedResult] = collections.OrderedDict()
         self._sending: set[str] = set()           # pending entries handed to a connection

@@ -91,10 +91,13 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._s.queue = self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
-                                                    max_queued=self._settings.max_queued)
+                                                    max_queued=self._settings.max_queued,
+                                                    journal=self._ctx.make_outbox_journal(self.company_id,
+                                                                                          self._link.owner))
             self._s.inbound = self._inbound = Inbound(
                 self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
-            self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
+            self._s.record = self._record = record = self._ctx.make_record(self.company_id, self._dir,
+                                                                                  self._link.owner)
             self._statuses = MessageStatuses(self._dir / "message-status.jsonl",
                                              lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._identities = Identities(self._dir / "identities.jsonl")

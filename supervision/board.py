@@ -23,6 +23,7 @@ from switchboard.actors.errors import SessionUnavailable
 from switchboard.actors.kinds import EventKind
 from switchboard.actors.lifecycle import STATES
 from switchboard.actors.messages import COMMANDS
+from switchboard.actors.ownership import FileLock, OwnershipFactory
 from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
 from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
@@ -129,7 +130,8 @@ class Switchboard:
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
                  sinks: Iterable[SinkFactory] = (), redis_url: str | None = None,
-                 restore_stagger: float | None = None) -> None:
+                 restore_stagger: float | None = None, ownership: OwnershipFactory | None = None,
+                 cluster: Any = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -153,6 +155,11 @@ class Switchboard:
         self.sinks: list[Sink] = []
         self.redis_url = redis_url
         self.redis = None
+        self.ownership = ownership          # None: a lock file per company (embedded mode)
+        self.cluster = cluster              # supervision/cluster.py's Cluster when distributed
+        if cluster is not None:             # leases, a shared record, and placement decides what runs here
+            self.ownership = cluster.lease
+            self._restore = False
         self._remove_locks: dict[str, threading.Lock] = {}    # one removal at a time per company
         self._remove_locks_guard = threading.Lock()
 
@@ -167,16 +174,23 @@ class Switchboard:
             self.sinks.append(sink)
             self.bus.subscribe(sink)
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
-                                  limiter_factory=self._redis_limiter_factory())
+                                  limiter_factory=self._redis_limiter_factory(),
+                                  ownership_factory=self.ownership or FileLock.for_company,
+                                  record_factory=self.cluster.record if self.cluster is not None else None,
+                                  outbox_journal_factory=self.cluster.outbox if self.cluster is not None else None)
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
         self.started_at = time.time()
         self.bus.publish(None, EventKind.GATEWAY, {"action": "started", "transport": self.transport.name})
         if self._restore:
             self.supervisor.restore(self.restore_stagger).get(timeout=30)
+        if self.cluster is not None:
+            self.cluster.start(self)
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop every session (connections closed, children ended), then every thread."""
+        if self.cluster is not None:
+            self.cluster.leave()            # take nothing more up; the leases go as the sessions stop
         if self._supervisor is not None:
             try:
                 self._supervisor.stop(block=True, timeout=timeout)
@@ -193,6 +207,8 @@ class Switchboard:
             self.scheduler.stop()
         if self.redis is not None:
             self.redis.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
     def __enter__(self) -> Switchboard:
         return self.start()
@@ -264,6 +280,16 @@ class Switchboard:
         if not self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout):
             raise SessionUnavailable(f"session {company_id} was created again while it was being deleted; "
                                      "it is running and its files were kept", state="recreated")
+        return True
+
+    def hand_over(self, company_id: str) -> bool:
+        """Stop the company's actor here and keep its files: another instance takes it over
+        (distributed mode). Returns at once; the actor closes its connection and releases
+        its lease on its own thread."""
+        ref = self.supervisor.detach(company_id).get(timeout=self.ask_timeout)
+        if ref is None:
+            return False
+        ref.stop(block=False)
         return True
 
     def _removing(self, company_id: str) -> threading.Lock:

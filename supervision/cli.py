@@ -29,8 +29,9 @@ from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys, load_or_create_admin_key
 from switchboard.http.server import GracefulServer
 
-from . import client, simulator
+from . import client, cluster_cli, simulator
 from .board import Switchboard
+from .cluster import Cluster
 from .config import Config, ConfigError
 from .progress import RestoreProgress
 
@@ -47,6 +48,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         config.transport = args.transport
     if args.redis_url:
         config.redis_url = args.redis_url
+    _cluster_flags(args, config)
     if args.simulator_url:
         config.simulator_url = args.simulator_url
     config.validate()
@@ -65,10 +67,12 @@ def serve(args: argparse.Namespace, config: Config) -> int:
                             max_streams_per_address=max(2, config.sse_max_streams // 2))
 
     _check_port(config.host, config.port)     # before any session starts
+    cluster_settings = config.cluster_settings()
+    cluster = Cluster(cluster_settings) if cluster_settings is not None else None
     board = Switchboard(data_dir=data_dir, transport=config.transport, settings=config.session_settings(),
                         transport_options=config.transport_options(), sinks=config.sinks(),
                         restore_stagger=config.restore_stagger,
-                        redis_url=config.redis_url)
+                        redis_url=config.redis_url, cluster=cluster)
     board.start()
     progress = RestoreProgress(board, board.company_ids()).start()      # restored at start: show how it goes
     try:
@@ -85,6 +89,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         raise
 
     _stop_on_signals(server)
+    if cluster is not None and not config.advertise_url:
+        cluster.advertise(server.url)
     if key_path is None:
         key_note = "admin key: from SWITCHBOARD_ADMIN_KEY"
     elif generated:
@@ -93,7 +99,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         key_note = f"admin key: in {key_path}"
     client.write_server_file(data_dir, server.url)      # the client commands find this server by it
     transport = config.transport + (f" at {config.simulator_url}" if config.simulator_url else "")
-    print(f"switchboard: serving {server.url} (transport {transport}, data {data_dir}); {key_note}",
+    mode = f"cluster instance {cluster.id} via Redis" if cluster is not None else "embedded"
+    print(f"switchboard: serving {server.url} (transport {transport}, data {data_dir}, {mode}); {key_note}",
           flush=True)
     try:
         server.run()
@@ -103,6 +110,12 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         board.stop()
         print("switchboard: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _cluster_flags(args: argparse.Namespace, config: Config) -> None:
+    for flag in ("instance_id", "advertise_url", "capacity", "lease_ttl", "store_url"):
+        if getattr(args, flag, None) is not None:
+            setattr(config, flag, getattr(args, flag))
 
 
 def _stop_on_signals(server: GracefulServer) -> None:
@@ -155,12 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="listen port (default PORT or 3000; 0: any free port)")
     p.add_argument("--transport", choices=("neonize", "simulated"), help="default neonize")
     p.add_argument("--redis-url", help="Redis for distributed mode (default REDIS_URL; unset: embedded)")
+    p.add_argument("--instance-id", help="distributed mode: this instance's id (default host-pid-random)")
+    p.add_argument("--advertise-url", help="distributed mode: where other instances reach this one "
+                                           "(default: the listen URL)")
+    p.add_argument("--capacity", type=int, help="distributed mode: placement weight, companies this instance "
+                                                "is sized for (default 1000)")
+    p.add_argument("--lease-ttl", type=float, help="distributed mode: lease TTL in seconds (default 15)")
+    p.add_argument("--store-url", help="neonize credentials in PostgreSQL (postgres://user:pw@host/db; a database "
+                                       "per company; default SWITCHBOARD_STORE_URL; unset: files in the data dir)")
     p.add_argument("--simulator-url", help="with --transport simulated: link every company to `switchboard "
                                            "simulator` at this URL (default SWITCHBOARD_SIMULATOR_URL; unset: "
                                            "an in-process simulator)")
     p.set_defaults(func=serve)
 
     simulator.add_parser(commands)
+
+    p = commands.add_parser("cluster", parents=[remote], help="distributed mode: members, drain, undrain")
+    p.add_argument("action", nargs="?", choices=("show", "drain", "undrain"), default="show")
+    p.add_argument("instance", nargs="?", help="the member to drain or undrain (default: the one at --url)")
+    p.set_defaults(func=cluster_cli.cluster)
 
     p = commands.add_parser("sessions", parents=[remote], help="list or manage sessions")
     p.add_argument("action", nargs="?", default="list",

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from switchboard.actors.backoff import BackoffPolicy
+from switchboard.actors.lease import LeasePolicy
 from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
+from switchboard.actors.transports.neonize.pgstore import validate_store_url
 from switchboard.actors.transports.proxy import validate_proxy
 
+from .cluster import ClusterSettings
 from .sinks import SinkFactory
 from .sinks.webhook import DEFAULT_KINDS, WebhookConfig, WebhookSink
 
@@ -51,6 +55,12 @@ class Config:
     drain_seconds: float = 15.0                # how long a shutdown waits for requests in flight
     log_level: str = "WARNING"
     api_key: str | None = None                 # the client commands' key (else the admin key)
+    # distributed mode (only with redis_url)
+    instance_id: str | None = None             # default: host-pid-random
+    advertise_url: str | None = None           # where other instances reach this one (default: the listen URL)
+    capacity: int = 1000                       # placement weight: companies this instance is sized for
+    lease_ttl: float = 15.0                    # seconds; takeover after a crash takes about this long
+    store_url: str | None = None               # postgres://: neonize credentials there (a database per company)
     # Start-up at scale (neonize): how children start, how many start up at once, and the
     # delay between restored companies' first attempts (None: the gateway's default).
     neonize_start: str = "forkserver"          # forkserver | spawn
@@ -74,10 +84,12 @@ class Config:
             "PORT": "port",
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
+            "SWITCHBOARD_CAPACITY": "capacity",
             "SWITCHBOARD_NEONIZE_MAX_STARTING": "neonize_max_starting",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
-                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds", "SWITCHBOARD_RESTORE_STAGGER": "restore_stagger"}
+                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds", "SWITCHBOARD_LEASE_TTL": "lease_ttl",
+                  "SWITCHBOARD_RESTORE_STAGGER": "restore_stagger"}
         for kind, names in ((int, ints), (float, floats)):
             for name, field in names.items():
                 if env.get(name):
@@ -89,6 +101,8 @@ class Config:
             "SWITCHBOARD_GO_LOG_LEVEL": "go_log_level",
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
+            "SWITCHBOARD_INSTANCE_ID": "instance_id", "SWITCHBOARD_ADVERTISE_URL": "advertise_url",
+            "SWITCHBOARD_STORE_URL": "store_url",
             "SWITCHBOARD_NEONIZE_START": "neonize_start",
             "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
@@ -133,6 +147,34 @@ class Config:
                 raise ConfigError("--simulator-url needs --transport simulated")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.capacity <= 0:
+            raise ConfigError("capacity must be positive")
+        if not 2.0 <= self.lease_ttl <= 300.0:
+            raise ConfigError("the lease TTL must be from 2 to 300 seconds")
+        if self.instance_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", self.instance_id):
+            raise ConfigError("the instance id must be 1-100 letters, digits, '_', '.' or '-'")
+        if self.advertise_url and not self.advertise_url.startswith(("http://", "https://")):
+            raise ConfigError("the advertised URL must start with http:// or https://")
+        if self.store_url:
+            try:
+                validate_store_url(self.store_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+    def cluster_settings(self) -> ClusterSettings | None:
+        """Distributed mode's settings; None in embedded mode (no Redis)."""
+        if not self.redis_url:
+            return None
+        ttl = self.lease_ttl
+        # Renew five times a TTL; allow 30% of it (at most 5 s) to close a connection.
+        lease = LeasePolicy(ttl=ttl, renew_every=ttl / 5, close_budget=min(5.0, ttl * 0.3))
+        return ClusterSettings(self.redis_url, url=self.advertise_url or "", instance_id=self.instance_id,
+                               capacity=self.capacity, lease=lease, tick=min(1.0, ttl / 10))
 
     def webhook_config(self) -> WebhookConfig | None:
         if not self.webhook_url:
@@ -153,6 +195,7 @@ class Config:
         if self.transport != "neonize":
             return {}
         options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level,
+                   "store_url": self.store_url,
                    "start_method": self.neonize_start, "max_starting": self.neonize_max_starting}
         return {k: v for k, v in options.items() if v is not None}
 

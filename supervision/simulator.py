@@ -39,6 +39,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--qr-count", type=int, default=6, help="QR codes before the login times out (default 6)")
     p.add_argument("--ack-deadline", type=float, default=75.0,
                    help="seconds before an unanswered send fails as unconfirmed, as whatsmeow's (default 75)")
+    p.add_argument("--link-idle-timeout", type=float, default=0.0,
+                   help="drop a link that sent nothing (not even its keep-alive ping) for this many seconds, as "
+                        "WhatsApp drops a frozen client; 0: never (default). Keep it below the gateways' lease TTL")
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     """Serve until SIGTERM/SIGINT; then stop accepting, close every link, keep the data."""
     if not 0 <= args.port < 65536 or not 0 <= args.link_port < 65536:
         raise ConfigError("ports must be 0-65535")
+    if args.link_idle_timeout < 0:
+        raise ConfigError("the link idle timeout must not be negative")
     if args.qr_first <= 0 or args.qr_next <= 0 or args.qr_count < 1 or args.ack_deadline <= 0:
         raise ConfigError("QR timings, QR count and the ack deadline must be positive")
     data_dir = Path(args.data_dir or DEFAULT_DATA).resolve()
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
                                ack_deadline=args.ack_deadline, data_dir=data_dir)
     links: LinkServer | None = None
     try:
-        links = LinkServer(network, args.host, args.link_port).start()
+        links = LinkServer(network, args.host, args.link_port,
+                           idle_timeout=args.link_idle_timeout or None).start()
         app = make_service_app(network, admin_key, (args.host, links.port), data_dir)
         server = GracefulServer(app, host=args.host, port=args.port, threads=8, drain_timeout=5)
     except OSError as exc:

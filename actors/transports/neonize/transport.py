@@ -14,6 +14,7 @@ from ...connection import EmitFn
 from ..proxy import validate_proxy
 from . import spawner
 from .connection import COMMAND_TIMEOUT, DB_FILES, SEND_TIMEOUT, NeonizeConnection
+from .pgstore import PostgresStore
 
 log = logging.getLogger("switchboard.neonize")
 
@@ -27,7 +28,8 @@ class NeonizeTransport:
                  proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
                  stop_grace: float = 3.0, connect_deadline: float | None = None,
                  command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
-                 start_method: str | None = None, max_starting: int | None = None) -> None:
+                 start_method: str | None = None, max_starting: int | None = None,
+                 store_url: str | None = None) -> None:
         """`start_method` ("forkserver", the default, or "spawn") and `max_starting` (children
         starting up at once; 0: the CPU count) set the process-wide spawner (spawner.py)."""
         spawner.configure(start_method=start_method, max_starting=max_starting)
@@ -39,6 +41,8 @@ class NeonizeTransport:
         self.connect_deadline = connect_deadline
         self.command_timeout = command_timeout
         self.send_timeout = send_timeout
+        # Credentials in PostgreSQL (a database per company) instead of <company dir>/whatsapp.sqlite3
+        self.store = PostgresStore(store_url) if store_url else None
         self._lock = threading.Lock()
         self._connections: set[NeonizeConnection] = set()     # until each one is gone
 
@@ -50,6 +54,8 @@ class NeonizeTransport:
                                  stop_grace=self.stop_grace, connect_deadline=self.connect_deadline,
                                  command_timeout=self.command_timeout,
                                  send_timeout=self.send_timeout)
+        if self.store is not None:
+            conn.db_path = self.store.prepare(company_id)       # the child opens this DSN
         with self._lock:
             self._connections.add(conn)
         conn.gone().add_done_callback(lambda _f: self._discard(conn))
@@ -60,7 +66,9 @@ class NeonizeTransport:
             self._connections.discard(conn)
 
     def forget(self, company_id: str, company_dir: Path) -> None:
-        """Delete the company's stored WhatsApp credentials (the sqlite store)."""
+        """Delete the company's stored WhatsApp credentials (the sqlite store, or its schema)."""
+        if self.store is not None:
+            self.store.forget(company_id)
         for name in DB_FILES:
             (Path(company_dir) / name).unlink(missing_ok=True)
         log.info("company %s: WhatsApp credentials deleted", company_id)

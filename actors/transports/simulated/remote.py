@@ -203,6 +203,8 @@ class RemoteConnection:
                     await self._event(wire.decode_event(message), writer)
                 elif op == "closed":
                     writer.close()
+                elif op == "keepalive":       # the service drops a link that stays silent
+                    asyncio.ensure_future(self._ping(writer, float(message["every"])))
                 elif op == "error":
                     log.warning("company %s: the simulator refused the link: %s", self.company_id,
                                 message.get("message"))
@@ -226,6 +228,12 @@ class RemoteConnection:
         if isinstance(event, wire.TERMINAL):
             with self._guard:
                 self._over = True
+
+    @staticmethod
+    async def _ping(writer: asyncio.StreamWriter, every: float) -> None:
+        while not writer.is_closing():
+            writer.write(wire.line({"op": "ping"}))
+            await asyncio.sleep(max(0.05, every))
 
     async def _lookup(self, lid_chat: str) -> str | None:
         """The phone of a LID, from the service's LID store (None when it has none)."""

@@ -8,7 +8,11 @@ its sockets, the read ends, and the link is over (what it had not acknowledged i
 again for the device's next link). A link also ends while its socket is still open: on a
 final event (a drop, a logout, a replacement ...) or when the client says `close`; the
 socket then stays until the client closes it, so nothing on the way is reset, and any
-command that still comes is answered (not connected).
+command that still comes is answered (not connected). A gateway
+that is frozen (SIGSTOP) keeps its sockets open, so, like WhatsApp's servers with a client
+that stops its keep-alive pings, a service started with an idle timeout drops a link it
+heard nothing from for that long; it tells each link, after the hello, how often to ping
+(`keepalive`).
 """
 from __future__ import annotations
 
@@ -91,9 +95,11 @@ class ServiceLink(SimulatedConnection):
 class LinkServer:
     """Accepts gateway links on `host:port` (0: a free port) until stopped."""
 
-    def __init__(self, network: SimulatedNetwork, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, network: SimulatedNetwork, host: str = "127.0.0.1", port: int = 0,
+                 idle_timeout: float | None = None) -> None:
         self.network = network
         self.host, self.port = host, port
+        self.idle_timeout = idle_timeout      # None: a silent link lives as long as its socket
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -132,8 +138,10 @@ class LinkServer:
         try:
             hello = wire.parse(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT))
             link = self._link(hello, writer)
+            if self.idle_timeout:
+                writer.write(wire.line({"op": "keepalive", "every": self.idle_timeout / 3}))
             link.open()
-            while raw := await reader.readline():
+            while raw := await asyncio.wait_for(reader.readline(), self.idle_timeout):
                 self._command(link, wire.parse(raw))
         except (wire.ProtocolError, InvalidInput) as exc:
             writer.write(wire.line({"op": "error", "message": str(exc)}))
@@ -176,7 +184,9 @@ class LinkServer:
 
     def _command(self, link: ServiceLink, message: dict[str, Any]) -> None:
         op, req = message["op"], message.get("req")
-        if op == "ack":
+        if op == "ping":
+            pass                          # the link is alive; nothing to answer
+        elif op == "ack":
             link.acked(str(message.get("id")))
         elif op == "close":
             link.close()
