@@ -19,7 +19,7 @@ import bottle
 
 from switchboard.supervision.board import Switchboard
 
-from . import docs, events, keys as keys_routes, messages, qr_routes, sessions
+from . import docs, events, keys as keys_routes, messages, qr_routes, sessions, webhooks
 from . import simulator as simulator_routes
 from .auth import ApiKeys
 from .openapi import build_spec
@@ -33,7 +33,7 @@ _ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 500, 502, 503)
 
 def routes(simulator: bool) -> list[Route]:
     """Every route the app mounts; the simulator's control API only when asked for."""
-    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api]
+    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, webhooks.api]
     if simulator:
         tables.append(simulator_routes.api)
     return [route for table in tables for route in table]

@@ -27,6 +27,8 @@ from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
 from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
 
+from .delivery import Delivery
+from .eventlog import LogSettings
 from .events import Event, EventBus
 from .sinks import Sink, SinkFactory
 from .supervisor import Directory, RestartPolicy, Supervisor
@@ -129,7 +131,8 @@ class Switchboard:
                  network: SimulatedNetwork | None = None, restore: bool = True, ask_timeout: float = 5.0,
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
                  sinks: Iterable[SinkFactory] = (), redis_url: str | None = None,
-                 restore_stagger: float | None = None) -> None:
+                 restore_stagger: float | None = None, log_settings: LogSettings | None = None,
+                 webhook_retry: Any = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -149,6 +152,9 @@ class Switchboard:
         self.started_at: float | None = None
         self._sink_factories = tuple(sinks)
         self.sinks: list[Sink] = []
+        self.log_settings = log_settings
+        self.webhook_retry = webhook_retry
+        self.delivery: Delivery | None = None
         self.redis_url = redis_url
         self.redis = None
         self._remove_locks: dict[str, threading.Lock] = {}    # one removal at a time per company
@@ -159,11 +165,11 @@ class Switchboard:
     def start(self) -> Switchboard:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scheduler = Scheduler()
-        self.bus = EventBus(self.data_dir / "supervisor.log")
-        for make_sink in self._sink_factories:
-            sink = make_sink(self.data_dir)
-            self.sinks.append(sink)
-            self.bus.subscribe(sink)
+        retry = {"webhook_retry": self.webhook_retry} if self.webhook_retry is not None else {}
+        self.delivery = Delivery(self.data_dir, self.log_settings, **retry)
+        self.bus = EventBus(self.data_dir / "supervisor.log", event_log=self.delivery.log)
+        self.delivery.start(self._sink_factories)      # before any session: every event has its reader
+        self.sinks = [runner.sink for runner in self.delivery.runners.values()]
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
                                   limiter_factory=self._redis_limiter_factory())
         self._supervisor = Supervisor.start(self.ctx, self.directory, self.restart_policy)
@@ -185,8 +191,8 @@ class Switchboard:
         if self.bus is not None:
             self.bus.publish(None, EventKind.GATEWAY, {"action": "stopped"})
             self.bus.close()
-        for sink in self.sinks:
-            sink.close()                # what is still pending stays recorded for the next start
+        if self.delivery is not None:
+            self.delivery.close()       # sinks stop; what they did not deliver waits after their cursors
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.redis is not None:
@@ -262,6 +268,8 @@ class Switchboard:
         if not self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout):
             raise SessionUnavailable(f"session {company_id} was created again while it was being deleted; "
                                      "it is running and its files were kept", state="recreated")
+        if self.delivery is not None:
+            self.delivery.delete_webhook(company_id)
         return True
 
     def _removing(self, company_id: str) -> threading.Lock:

@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     _check_port(config.host, config.port)     # before any session starts
     board = Switchboard(data_dir=data_dir, transport=config.transport, settings=config.session_settings(),
                         transport_options=config.transport_options(), sinks=config.sinks(),
-                        redis_url=config.redis_url)
+                        redis_url=config.redis_url, log_settings=config.log_settings())
     board.start()
     try:
         app = make_app(board, config, keys, settings)

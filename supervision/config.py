@@ -13,7 +13,9 @@ from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.transports.proxy import validate_proxy
 
+from .eventlog import FSYNC_POLICIES, LogSettings
 from .sinks import SinkFactory
+from .sinks.redis_stream import DEFAULT_MAXLEN, DEFAULT_STREAM, RedisStreamSink
 from .sinks.webhook import DEFAULT_KINDS, WebhookConfig, WebhookSink
 
 
@@ -50,6 +52,11 @@ class Config:
     drain_seconds: float = 15.0                # how long a shutdown waits for requests in flight
     log_level: str = "WARNING"
     api_key: str | None = None                 # the client commands' key (else the admin key)
+    # the durable event log and its sinks (supervision/eventlog.py, sinks/)
+    events_fsync: str | None = None            # always | interval | never; None: interval (always if fsync)
+    events_max_mb: int = 256                   # retention: the log's size on disk
+    redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
+    redis_stream_maxlen: int = DEFAULT_MAXLEN
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -66,6 +73,8 @@ class Config:
             "PORT": "port",
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
+            "SWITCHBOARD_EVENTS_MAX_MB": "events_max_mb",
+            "SWITCHBOARD_REDIS_STREAM_MAXLEN": "redis_stream_maxlen",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
                   "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds"}
@@ -80,6 +89,7 @@ class Config:
             "SWITCHBOARD_GO_LOG_LEVEL": "go_log_level",
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
+            "SWITCHBOARD_EVENTS_FSYNC": "events_fsync", "SWITCHBOARD_REDIS_STREAM": "redis_stream",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -114,6 +124,13 @@ class Config:
                 raise ConfigError(str(exc)) from None
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
+        if self.events_fsync is not None and self.events_fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"SWITCHBOARD_EVENTS_FSYNC must be one of {', '.join(FSYNC_POLICIES)}, "
+                              f"not {self.events_fsync!r}")
+        if self.events_max_mb <= 0 or self.redis_stream_maxlen <= 0:
+            raise ConfigError("SWITCHBOARD_EVENTS_MAX_MB and SWITCHBOARD_REDIS_STREAM_MAXLEN must be positive")
+        if not 1 <= len(self.redis_stream) <= 200:
+            raise ConfigError("SWITCHBOARD_REDIS_STREAM must be 1-200 characters")
 
     def webhook_config(self) -> WebhookConfig | None:
         if not self.webhook_url:
@@ -123,9 +140,18 @@ class Config:
         return WebhookConfig(url=self.webhook_url, secret=self.webhook_secret, kinds=kinds)
 
     def sinks(self) -> list[SinkFactory]:
-        """The sinks events go to besides the supervisor log: one line per kind of sink."""
+        """The sinks events go to besides the supervisor log: one line per kind of sink
+        (company webhooks are added at run time, through the API)."""
         webhook = self.webhook_config()
-        return [WebhookSink.factory(webhook)] if webhook is not None else []
+        sinks = [WebhookSink.factory(webhook)] if webhook is not None else []
+        if self.redis_url:
+            sinks.append(RedisStreamSink.factory(self.redis_url, self.redis_stream, self.redis_stream_maxlen))
+        return sinks
+
+    def log_settings(self) -> LogSettings:
+        fsync = self.events_fsync or ("always" if self.fsync else "interval")
+        max_bytes = self.events_max_mb << 20
+        return LogSettings(fsync=fsync, max_bytes=max_bytes, segment_bytes=min(32 << 20, max(1 << 20, max_bytes // 8)))
 
     def transport_options(self) -> dict[str, Any]:
         """What the transport is built with: the neonize client's options (set ones only)."""
