@@ -18,8 +18,9 @@ from .kinds import EventKind
 
 log = logging.getLogger(__name__)
 
-# (kind, data) -> the logged event, or None: a message id already logged (or not logged at all)
+# (kind, data) -> the logged event; None: a message id already logged; NOT_LOGGED: the log failed
 Publish = Callable[[EventKind, dict[str, Any]], Any]
+NOT_LOGGED = type("NotLogged", (), {"__repr__": lambda self: "NOT_LOGGED", "__bool__": lambda self: False})()
 
 
 class Inbound:
@@ -29,10 +30,23 @@ class Inbound:
         self.redelivered = 0
 
     def message(self, message: IncomingMessage) -> bool:
-        """True if the message was logged now; False for a redelivery (already logged)."""
+        """True if the message was logged now; False for a redelivery (already logged) or
+        when the log could not be written. A transport that lets the client acknowledge a
+        message (`message.ack`) is acknowledged only once the message is in the log, so a
+        gateway killed before that gets it again."""
         event = self._publish(EventKind.MESSAGE, {
             "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
             "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group})
+        if event is NOT_LOGGED:
+            log.error("incoming message %s was not logged; it is not acknowledged, so it comes again", message.id)
+            return False
+        ack = getattr(message, "ack", None)
+        if ack is not None:
+            try:
+                ack()
+            except Exception:
+                log.warning("acknowledging message %s failed; it may come again (and is deduplicated)",
+                            message.id, exc_info=True)
         if event is None:
             self.redelivered += 1
             return False

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from switchboard.actors.inbound import NOT_LOGGED
 from switchboard.actors.kinds import LOGGED        # what the supervisor log keeps
 
 from .eventlog import Event, EventLog
@@ -47,16 +48,16 @@ class EventBus:
         self._thread = threading.Thread(target=self._run, name="switchboard-events", daemon=True)
         self._thread.start()
 
-    def publish(self, company_id: str | None, kind: str, data: dict[str, Any]) -> Event | None:
-        """The event as logged; None for a message id already logged (a redelivery) or
-        when the log could not be written (then it is logged as an error)."""
+    def publish(self, company_id: str | None, kind: str, data: dict[str, Any]) -> Any:
+        """The event as logged; None for a message id already logged (a redelivery);
+        NOT_LOGGED when the log could not be written (then it is logged as an error)."""
         kind = str(kind)
         if self.event_log is not None:
             try:
                 event = self.event_log.append(company_id, kind, data)
             except OSError:
                 log.error("event %s of %s was not logged (see the event log error)", kind, company_id)
-                return None
+                return NOT_LOGGED
             if event is None:
                 return None
         else:
