@@ -6,6 +6,7 @@
     switchboard send ID PHONE TEXT
     switchboard qr ID
     switchboard logs [-f] [--company ID] [--since TIME]
+    switchboard webhooks dead|replay [--company ID] [--id ID ...]
 
 `serve` runs the gateway; flags override the environment (see Config). This module is
 the composition root: `serve` builds the board, the HTTP app and the server from the
@@ -28,7 +29,7 @@ from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys, load_or_create_admin_key
 from switchboard.http.server import GracefulServer
 
-from . import client
+from . import client, webhook_commands
 from .board import Switchboard
 from .config import Config, ConfigError
 
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="company id")
     p.set_defaults(func=client.qr)
 
+    webhook_commands.add_parser(commands, [remote]).set_defaults(func=webhook_commands.webhooks)
     p = commands.add_parser("logs", parents=[data], help="show the supervisor log")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     p.add_argument("--company", help="only this company")

@@ -200,3 +200,27 @@ def test_bad_url_is_rejected():
     for url in ("ftp://example", "http://", "javascript:alert(1)", "http://a b/"):
         with pytest.raises(ValueError):
             WebhookConfig(url)
+
+
+def test_the_cli_lists_and_replays_dead_letters(tmp_path):
+    from .support.http import Served
+    from .support.http import clean_env as env
+    answers = [410]
+    r = Receiver(answer=lambda path, h, b: (answers.pop(0) if answers else 200, {}))
+    gateway = Served(tmp_path / "gw", "--transport", "simulated",
+                     env=env(SWITCHBOARD_ADMIN_KEY=ADMIN_KEY, WEBHOOK_URL=r.url, WEBHOOK_EVENTS="message"))
+    try:
+        http = Http(gateway.url)
+        connect_session(http, "962302")
+        http.post("/api/simulator/inbound", {"companyId": "962302", "from": "79001234567", "text": "lost once"})
+        assert wait_until(lambda: http.get("/api/webhooks/dead")[2]["total"] == 1)
+        listed = gateway.cli("webhooks", "dead", "--company", "962302", "--api-key", ADMIN_KEY)
+        assert "HTTP 410" in listed.stdout and "message" in listed.stdout
+        dead_id = http.get("/api/webhooks/dead")[2]["deadLetters"][0]["id"]
+        replayed = gateway.cli("webhooks", "replay", "--id", dead_id, "--api-key", ADMIN_KEY)
+        assert json.loads(replayed.stdout)["count"] == 1
+        assert wait_until(lambda: [p["data"]["text"] for p in r.delivered()] == ["lost once"])
+        assert "no dead letters" in gateway.cli("webhooks", "dead", "--api-key", ADMIN_KEY).stdout
+    finally:
+        gateway.stop()
+        r.close()
