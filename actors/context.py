@@ -31,6 +31,7 @@ class SessionSettings:
     max_queued: int = 1000             # pending sends per company before new ones are refused
     send_timeout: float = 60.0         # a send with no answer this long is tried again
     close_wait: float = 15.0           # a stopping actor waits this long for its link to be gone
+    idempotency_keys: int = 1000       # Idempotency-Keys remembered per company after their send went out
 
 
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)

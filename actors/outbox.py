@@ -56,7 +56,8 @@ class KeyedResult:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path, *, fsync: bool = False, keys_kept: int = KEYS_KEPT) -> None:
+        self.keys_kept = keys_kept     # the idempotency window: keys remembered per company
         self._journal = Journal(path, fsync=fsync)
         self._pending: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
         self._keys: collections.OrderedDict[str, KeyedResult] = collections.OrderedDict()
@@ -135,7 +136,7 @@ class Outbox:
     def _remember(self, key: str, result: KeyedResult) -> None:
         self._keys[key] = result
         self._keys.move_to_end(key)
-        while len(self._keys) > KEYS_KEPT + len(self._pending):
+        while len(self._keys) > self.keys_kept + len(self._pending):
             self._keys.popitem(last=False)
 
     def _replay(self, record: dict) -> None:

@@ -59,8 +59,8 @@ def check_key(key: Any) -> str | None:
 
 
 class SendQueue:
-    def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000) -> None:
-        self._outbox = Outbox(path, fsync=fsync)
+    def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000, keys_kept: int = 1000) -> None:
+        self._outbox = Outbox(path, fsync=fsync, keys_kept=keys_kept)
         self._max_queued = max_queued
         self._waiters: dict[str, Future] = {}
         self._in_flight: int | None = None        # the dispatch awaiting its answer

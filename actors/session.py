@@ -74,7 +74,8 @@ class SessionActor(pykka.ThreadingActor):
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._s.queue = self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
-                                                    max_queued=self._settings.max_queued)
+                                                    max_queued=self._settings.max_queued,
+                                                    keys_kept=self._settings.idempotency_keys)
             self._s.inbound = self._inbound = Inbound(
                 self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)

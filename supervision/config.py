@@ -57,6 +57,7 @@ class Config:
     events_max_mb: int = 256                   # retention: the log's size on disk
     redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
     redis_stream_maxlen: int = DEFAULT_MAXLEN
+    idempotency_keys: int = 1000               # the idempotency window, per company (see README)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -75,6 +76,7 @@ class Config:
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
             "SWITCHBOARD_EVENTS_MAX_MB": "events_max_mb",
             "SWITCHBOARD_REDIS_STREAM_MAXLEN": "redis_stream_maxlen",
+            "SWITCHBOARD_IDEMPOTENCY_KEYS": "idempotency_keys",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
                   "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds"}
@@ -127,8 +129,9 @@ class Config:
         if self.events_fsync is not None and self.events_fsync not in FSYNC_POLICIES:
             raise ConfigError(f"SWITCHBOARD_EVENTS_FSYNC must be one of {', '.join(FSYNC_POLICIES)}, "
                               f"not {self.events_fsync!r}")
-        if self.events_max_mb <= 0 or self.redis_stream_maxlen <= 0:
-            raise ConfigError("SWITCHBOARD_EVENTS_MAX_MB and SWITCHBOARD_REDIS_STREAM_MAXLEN must be positive")
+        if self.events_max_mb <= 0 or self.redis_stream_maxlen <= 0 or self.idempotency_keys <= 0:
+            raise ConfigError("SWITCHBOARD_EVENTS_MAX_MB, SWITCHBOARD_REDIS_STREAM_MAXLEN and SWITCHBOARD_IDEMPOTENCY_KEYS "
+                              "must be positive")
         if not 1 <= len(self.redis_stream) <= 200:
             raise ConfigError("SWITCHBOARD_REDIS_STREAM must be 1-200 characters")
 
@@ -168,6 +171,7 @@ class Config:
                                  per_recipient_max=self.rate_limit_per_recipient_max),
             health_interval=self.health_check_interval_ms / 1000,
             fsync=self.fsync,
+            idempotency_keys=self.idempotency_keys,
         )
 
 

@@ -170,3 +170,25 @@ def test_bad_settings_are_refused():
         LogSettings(fsync="sometimes")
     with pytest.raises(ValueError):
         LogSettings(max_bytes=0)
+
+
+def test_a_full_disk_mid_record_leaves_no_torn_line_and_the_id_unseen(tmp_path):
+    import resource
+    import signal
+    log = EventLog(tmp_path)
+    fill(log, 1)
+    path = log.segments()[-1][1]
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, hard))
+    try:
+        with pytest.raises(OSError):
+            log.append("acme", "message", {"id": "FULL", "text": "x" * 200})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.stat().st_size == size and not log.seen("acme", "FULL")
+    assert log.append("acme", "message", {"id": "FULL"}).seq == 2
+    log.close()
+    assert [e.data["id"] for e in read_all(EventLog(tmp_path))] == ["m0", "FULL"]
