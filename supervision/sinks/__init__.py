@@ -10,8 +10,9 @@ A sink that starts for the first time begins at the log's head (new events only)
 A sink is any object with:
     name: str                      its cursor's name: letters, digits, `.`, `_`, `-`
     __call__(event) -> None        deliver one event; raise to have it retried (with backoff)
-    close() -> None                stop (interrupt a wait; raise SinkStopping from a call)
-and optionally `deliver_batch(events)` (all or nothing) and `attach(delivery)`.
+    close() -> None                release what it holds (after its thread stopped)
+and optionally `deliver_batch(events)` (all or nothing), `interrupt()` (end a wait inside a
+call at once: raise SinkStopping from it) and `attach(delivery)`.
 `Switchboard(sinks=[factory])` takes factories: `factory(data_dir) -> Sink`.
 """
 from __future__ import annotations
@@ -115,12 +116,16 @@ class SinkRunner:
         return max(0, self._log.head - self.cursor.seq)
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a sink's `interrupt()` ends a wait at once), then close the sink."""
         self._stop.set()
+        interrupt = getattr(self.sink, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+        self._thread.join(timeout)
         try:
             self.sink.close()
         except Exception:
             log.exception("sink %s: close failed", self.name)
-        self._thread.join(timeout)
         self.cursor.save()
 
     def _run(self) -> None:
@@ -165,6 +170,8 @@ class SinkRunner:
                 except SinkStopping:
                     return False
                 except Exception as exc:
+                    if self._stop.is_set():
+                        return False
                     attempt += 1
                     self.failures += 1
                     if attempt == 1 or attempt % 20 == 0:

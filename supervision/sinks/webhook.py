@@ -177,6 +177,9 @@ class WebhookSink:
             return f"HTTP {status}", True, None
         return f"HTTP {status}", False, _retry_after(answer.get("retry-after"))
 
+    def interrupt(self) -> None:
+        self._stop.set()
+
     def close(self) -> None:
         self._stop.set()
 
