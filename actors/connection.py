@@ -43,14 +43,20 @@ class Cause(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class QrCode:
-    """A QR code to show the user; `expires_in` seconds from now the next one replaces it."""
+    """A QR code to show the user; `expires_in` seconds from now the next one replaces it.
+    `hint`: something the user must know about the last scan (e.g. the phone could not
+    link), empty for a plain new code."""
     code: str
     expires_in: float
+    hint: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class QrExhausted:
-    """Every QR code expired before a scan. The connection is over."""
+    """The QR login ended without a link (every code expired, or pairing failed). The
+    connection is over; `reason` says why, for people ("QR expired" when every code ran
+    out; a transport that knows better says so)."""
+    reason: str = "QR expired"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +94,21 @@ class Interrupted:
 
 @dataclasses.dataclass(frozen=True)
 class LoggedOut:
-    """The phone removed this device (401). Credentials are gone; never reconnect."""
+    """WhatsApp ended this device's session. Credentials are gone; never reconnect.
+    `code` is WhatsApp's (401 unlinked, 403 locked, 406 banned); `kind` the same for code:
+    "unlinked" (the phone removed the device: link again), "locked" or "banned" (the
+    account itself: linking again will not help until the owner sorts it out)."""
     reason: str = "device removed"
+    code: int = 401
+    kind: str = "unlinked"
+
+    @property
+    def locked(self) -> bool:
+        return self.code == 403
+
+    @property
+    def banned(self) -> bool:
+        return self.code == 406
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +126,11 @@ class TemporaryBan:
 
 @dataclasses.dataclass(frozen=True)
 class ConnectFailure:
-    """WhatsApp refused the connection. Forbidden or outdated clients are not retryable."""
+    """WhatsApp refused the connection. Forbidden or outdated clients are not retryable.
+    `code`: WhatsApp's numeric reason (0 if unknown)."""
     reason: str
     cause: Cause = Cause.REJECTED
+    code: int = 0
 
     @property
     def retryable(self) -> bool:
@@ -126,6 +147,11 @@ class IncomingMessage:
     timestamp: float          # Unix seconds
     push_name: str = ""
     is_group: bool = False
+    # Set by a transport whose client acknowledges messages (the simulator service): called
+    # once the message is in the event log (actors/inbound.py), so one the gateway never
+    # logged is delivered again. Local to this process: never on the wire.
+    ack: Callable[[], None] | None = dataclasses.field(default=None, compare=False, repr=False,
+                                                       metadata={"local": True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,12 +175,41 @@ class SendError(Exception):
       entry stays in the outbox and is tried again;
     - `unconfirmed`: the request may have reached WhatsApp (no answer in time, the link
       died mid-request); never resent by itself, reported as `unconfirmed`;
-    - neither: WhatsApp refused it; reported as failed."""
+    - neither: WhatsApp refused it; reported as failed.
+    `code` names the failure for code (e.g. NOT_ON_WHATSAPP), "" when there is no name."""
 
-    def __init__(self, message: str, *, retryable: bool, unconfirmed: bool = False) -> None:
+    NOT_ON_WHATSAPP = "not_on_whatsapp"      # the number has no WhatsApp account
+
+    def __init__(self, message: str, *, retryable: bool, unconfirmed: bool = False,
+                 code: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable and not unconfirmed
         self.unconfirmed = unconfirmed
+        self.code = code
+
+
+class PairingCode(str):
+    """A pairing code (the 8 characters the user types on the phone) that also knows how
+    long it stays usable: `expires_in` seconds from when it was made."""
+
+    expires_in: float
+
+    def __new__(cls, code: str, expires_in: float) -> "PairingCode":
+        self = super().__new__(cls, code)
+        self.expires_in = float(expires_in)
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (PairingCode, (str(self), self.expires_in))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogoutResult:
+    """How a logout went: `told_whatsapp` False means WhatsApp never heard of it (offline,
+    or its answer failed), so the phone still lists this device until it is removed there;
+    `reason` says why, for people."""
+    told_whatsapp: bool
+    reason: str = ""
 
 
 class Connection(Protocol):
@@ -183,11 +238,15 @@ class Connection(Protocol):
         ...
 
     def pair_phone(self, phone: str) -> Future:
-        """Resolves to an 8-character pairing code (needs a QR session in progress)."""
+        """Resolves to an 8-character pairing code (needs a QR session in progress); a
+        PairingCode (a str) also carries its `expires_in`."""
         ...
 
     def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side; resolves to None."""
+        """Unlinks this device on WhatsApp's side; resolves to a LogoutResult (None from a
+        transport that always tells WhatsApp). A failed future also means WhatsApp was not
+        told: either way the session forgets its credentials and says the device may still
+        be listed on the phone."""
         ...
 
 

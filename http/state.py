@@ -48,6 +48,11 @@ class AppState:
         self.spec_bytes = b"{}"               # the OpenAPI document, set by make_app once the routes are known
         self._unsubscribe = board.on_event(self.counters.on_event)
 
+    @property
+    def network(self) -> Any:
+        """The in-process simulated WhatsApp (the simulator routes' target), or None."""
+        return self.board.network
+
     # ---- reaching a session ---------------------------------------------------------------
 
     def handle(self, company_id: str) -> SessionHandle:

@@ -375,6 +375,10 @@ def _make_transport(transport: str | Transport, network: SimulatedNetwork | None
     if not isinstance(transport, str):
         return transport
     if transport == "simulated":
+        if options.get("simulator_url"):
+            # `switchboard simulator` over sockets: no in-process network (board.network is None)
+            from switchboard.actors.transports.simulated.remote import RemoteTransport
+            return RemoteTransport(options["simulator_url"])
         return SimulatedTransport(network or SimulatedNetwork(**options))
     if transport == "neonize":
         # Imported here: the neonize transport spawns child processes; the gateway never imports neonize.

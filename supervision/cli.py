@@ -1,7 +1,8 @@
 """The `switchboard` command.
 
     switchboard serve [--host 127.0.0.1] [--port 3000] [--data-dir DIR]
-                      [--transport neonize|simulated] [--redis-url URL]
+                      [--transport neonize|simulated] [--simulator-url URL] [--redis-url URL]
+    switchboard simulator [--host 127.0.0.1] [--port 4000] [--data-dir DIR]
     switchboard sessions [list | show ID | start ID | stop ID | logout ID]
     switchboard send ID PHONE TEXT
     switchboard qr ID
@@ -29,7 +30,7 @@ from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys, load_or_create_admin_key
 from switchboard.http.server import GracefulServer
 
-from . import client, webhook_commands
+from . import client, simulator, webhook_commands
 from .board import Switchboard
 from .config import Config, ConfigError
 
@@ -46,6 +47,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         config.transport = args.transport
     if args.redis_url:
         config.redis_url = args.redis_url
+    if args.simulator_url:
+        config.simulator_url = args.simulator_url
     config.validate()
     if args.port == 0:
         config.port = 0
@@ -80,7 +83,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         key_note = f"admin key: generated and stored in {key_path} (mode 0600; read it from there)"
     else:
         key_note = f"admin key: in {key_path}"
-    print(f"switchboard: serving {server.url} (transport {config.transport}, data {data_dir}); {key_note}",
+    transport = config.transport + (f" at {config.simulator_url}" if config.simulator_url else "")
+    print(f"switchboard: serving {server.url} (transport {transport}, data {data_dir}); {key_note}",
           flush=True)
     try:
         server.run()
@@ -139,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="listen port (default PORT or 3000; 0: any free port)")
     p.add_argument("--transport", choices=("neonize", "simulated"), help="default neonize")
     p.add_argument("--redis-url", help="Redis for distributed mode (default REDIS_URL; unset: embedded)")
+    p.add_argument("--simulator-url", help="with --transport simulated: link every company to `switchboard "
+                                           "simulator` at this URL (default SWITCHBOARD_SIMULATOR_URL; unset: "
+                                           "an in-process simulator)")
     p.set_defaults(func=serve)
+
+    simulator.add_parser(commands)
 
     p = commands.add_parser("sessions", parents=[remote], help="list or manage sessions")
     p.add_argument("action", nargs="?", choices=("list", "show", "start", "stop", "logout"), default="list")

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from switchboard.actors.backoff import BackoffPolicy
 from switchboard.actors.context import SessionSettings
@@ -58,6 +59,8 @@ class Config:
     redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
     redis_stream_maxlen: int = DEFAULT_MAXLEN
     idempotency_keys: int = 1000               # the idempotency window, per company (see README)
+    simulator_url: str | None = None           # simulated transport: `switchboard simulator` at this URL
+    simulator_key: str | None = None           # `switchboard simulator`'s admin key (else <data>/admin.key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -92,6 +95,7 @@ class Config:
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_EVENTS_FSYNC": "events_fsync", "SWITCHBOARD_REDIS_STREAM": "redis_stream",
+            "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
         for name, field in strings.items():
             if env.get(name):
@@ -124,6 +128,10 @@ class Config:
                 validate_proxy(self.proxy)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.simulator_url:
+            check_simulator_url(self.simulator_url)
+            if self.transport != "simulated":
+                raise ConfigError("--simulator-url needs --transport simulated")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
         if self.events_fsync is not None and self.events_fsync not in FSYNC_POLICIES:
@@ -158,6 +166,8 @@ class Config:
 
     def transport_options(self) -> dict[str, Any]:
         """What the transport is built with: the neonize client's options (set ones only)."""
+        if self.transport == "simulated":
+            return {"simulator_url": self.simulator_url} if self.simulator_url else {}
         if self.transport != "neonize":
             return {}
         options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level}
@@ -173,6 +183,19 @@ class Config:
             fsync=self.fsync,
             idempotency_keys=self.idempotency_keys,
         )
+
+
+def check_simulator_url(url: str) -> str:
+    """http://host:port of `switchboard simulator` (its control API; links are asked from it)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"the simulator URL must be http://host:port, not {url!r}")
+    return url
 
 
 def _number(kind: type[int] | type[float], name: str, value: str) -> int | float:

@@ -35,7 +35,7 @@ def start_gateway(data_dir, receiver) -> tuple[Served, Http]:
 
 
 def relink(http: Http, company: str, phone: str) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         code, _, status = http.get(f"/api/whatsapp/sessions/{company}/status")
         state = status.get("status") if code == 200 else None

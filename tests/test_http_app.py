@@ -282,7 +282,7 @@ def test_create_returns_status_and_qr(web, board):
     body = res.json
     assert body["success"] is True and body["created"] is True
     assert body["companyId"] == "962302" and body["status"] == "qr" and body["qrAvailable"] is True
-    assert body["qr"].startswith("2@") and body["qrDataUrl"].startswith("data:image/png;base64,")
+    assert body["qr"].startswith("https://wa.me/settings/linked_devices#") and body["qrDataUrl"].startswith("data:image/png;base64,")
     assert body["pageUrl"].startswith("/qr/962302?token=")
     again = create(web)
     assert again.status_int == 200 and again.json["created"] is False and again.json["qr"] == body["qr"]
@@ -290,7 +290,7 @@ def test_create_returns_status_and_qr(web, board):
 
 def test_initialize_creates_starts_and_returns_the_qr(web, board):
     body = web.post("/api/whatsapp/sessions/962302/initialize", headers=ADMIN).json
-    assert body["status"] == "qr" and body["qr"].startswith("2@")
+    assert body["status"] == "qr" and body["qr"].startswith("https://wa.me/settings/linked_devices#")
     board.network.scan("962302", "79990001122")
     assert wait_until(lambda: web.get("/api/whatsapp/sessions/962302/status", headers=ADMIN).json["connected"])
     body = web.post_json("/api/whatsapp/sessions/962302/initialize", {}, headers=ADMIN).json
@@ -398,7 +398,7 @@ def test_qr_formats_and_page(web, board):
     create(web)
     base = "/api/whatsapp/sessions/962302"
     qr = web.get(f"{base}/qr", headers=ADMIN).json
-    assert qr["qr"].startswith("2@") and qr["qrDataUrl"].startswith("data:image/png;base64,")
+    assert qr["qr"].startswith("https://wa.me/settings/linked_devices#") and qr["qrDataUrl"].startswith("data:image/png;base64,")
     png = web.get(f"{base}/qr.png", headers=ADMIN)
     assert png.content_type == "image/png" and png.body[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(web.get(f"{base}/qr.png?scale=2", headers=ADMIN).body) < len(png.body)
@@ -435,7 +435,7 @@ def test_a_page_token_with_non_ascii_digits_is_refused_not_500(web, board):
 def test_pairing_code(web, board):
     create(web)
     res = web.post_json("/api/whatsapp/sessions/962302/pairing-code", {"phone": "+7 999 000-11-22"}, headers=ADMIN)
-    assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", res.json["code"]) and res.json["phone"] == "79990001122"
+    assert re.fullmatch(r"[1-9A-HJ-NP-TV-Z]{4}-[1-9A-HJ-NP-TV-Z]{4}", res.json["code"]) and res.json["phone"] == "79990001122"
     is_json_error(web.post_json("/api/whatsapp/sessions/962302/pairing-code", {"phone": "12"}, headers=ADMIN,
                                 expect_errors=True), 400)
     web.post("/api/whatsapp/sessions/962302/stop", headers=ADMIN)

@@ -30,7 +30,7 @@ def test_qr_scan_connect_send_receive(board, waiter):
     status = waiter.state("962302", "qr")
     assert status["qrAvailable"] is True
     qr = session.qr().get(timeout=5)
-    assert qr["code"].startswith("2@") and qr["expiresAt"]
+    assert qr["code"].startswith("https://wa.me/settings/linked_devices#") and qr["expiresAt"]
 
     board.network.scan("962302", "+7 968 648-44-88")
     status = waiter.state("962302", "connected")

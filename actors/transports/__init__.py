@@ -1,7 +1,7 @@
 """Transports: the two implementations of the Connection contract (actors/connection.py).
 
-- `simulated`: an in-process stand-in for WhatsApp's servers, for tests, benchmarks,
-  chaos runs and the offline demo.
+- `simulated`: a stand-in for WhatsApp's servers, for tests, benchmarks, chaos runs and
+  the offline demo; in-process, or `switchboard simulator` reached over sockets.
 - `neonize`: the real WhatsApp link, one neonize child process per company.
 
 Neither is an actor: a SessionActor owns one connection and receives its events as
