@@ -122,7 +122,7 @@ class SendQueue:
         while (dispatch := self.next_dispatch()) is not None:
             entry, number = dispatch
             try:
-                future = conn.send(entry.jid, entry.payload)
+                future = conn.send(entry.jid, dataclasses.replace(entry.payload, id=whatsapp_id(entry.id)))
             except Exception as exc:
                 future = Future()
                 future.set_exception(SendError(str(exc), retryable=True))
@@ -211,3 +211,10 @@ class SendQueue:
         elif known.id in self._waiters:
             receipt.delivered = self._waiters[known.id]
         return receipt
+
+
+def whatsapp_id(entry_id: str) -> str:
+    """The WhatsApp message id of an outbox entry, the same on every attempt (whatsmeow's
+    shape: 3EB0 and 18 upper-case hex digits): a send repeated after a crash, before its
+    outcome was recorded, is the same message to WhatsApp, not a second one."""
+    return "3EB0" + entry_id.replace("-", "")[:18].upper()

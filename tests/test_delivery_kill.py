@@ -1,11 +1,12 @@
 """Every inbound message reaches the webhook across SIGKILLs of the gateway, once after dedupe by id,
-in order per company; the receiver checks every signature.
+in order per company, and no accepted outbound message is lost; the receiver checks every signature.
 
-This version runs `serve --transport simulated` with its in-process simulator: a killed gateway
-takes its simulated WhatsApp with it, so after each restart the test plays WhatsApp redelivering
-what it cannot know was taken (every message of the burst so far, in order), and re-links the
-companies. The old design lost messages here for good: their ids were in the dedupe file before
-their events were anywhere durable, so the redelivery was dropped.
+`switchboard simulator` runs as its own process (the WhatsApp that holds a message until the
+client acknowledges it) and `serve --transport simulated --simulator-url ...` is killed with
+SIGKILL twice in the middle of a burst of a few thousand inbound messages over four companies,
+while WhatsApp redelivers some of them and a client sends with idempotency keys. The old design
+lost inbound messages here for good: their ids were in the dedupe file before their events were
+anywhere durable, so the redelivery was dropped.
 """
 from __future__ import annotations
 
@@ -17,127 +18,102 @@ import time
 
 import pytest
 
-from .support.http import Http, Served, clean_env, wait_until
+from .support.http import Http, wait_until
 from .support.receiver import Receiver
+from .support.simulator import GATEWAY_KEY, SimulatorProcess, serve_linked
 
 pytestmark = pytest.mark.timeout(300)
-KEY = "kill-test-admin-key-0123456789abcdef"
 SECRET = "kill-test-webhook-secret"
 COMPANIES = {"acme": "79990000001", "globex": "79990000002", "initech": "79990000003", "umbrella": "79990000004"}
-PER_COMPANY = 600          # 2400 messages
+PER_COMPANY = 600          # 2,400 inbound messages
+SENDS_PER_COMPANY = 40     # outbound, with idempotency keys
+RECIPIENT = "79005550000"
 
 
-def start_gateway(data_dir, receiver) -> tuple[Served, Http]:
-    gateway = Served(data_dir, "--transport", "simulated",
-                     env=clean_env(SWITCHBOARD_ADMIN_KEY=KEY, WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=SECRET,
-                                   WEBHOOK_EVENTS="message", WHATSAPP_RATE_LIMIT_MAX="100000"))
-    return gateway, Http(gateway.url, KEY)
+def start_gateway(data_dir, simulator, receiver):
+    gateway = serve_linked(data_dir, simulator, WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=SECRET,
+                           WEBHOOK_EVENTS="message", WHATSAPP_RATE_LIMIT_MAX="100000",
+                           WHATSAPP_RATE_LIMIT_PER_RECIPIENT_MAX="100000")
+    return gateway, Http(gateway.url, GATEWAY_KEY)
 
 
-def relink(http: Http, company: str, phone: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        code, _, status = http.get(f"/api/whatsapp/sessions/{company}/status")
-        state = status.get("status") if code == 200 else None
-        if state == "connected":
-            return
-        if code == 404:
-            http.post("/api/whatsapp/sessions", {"companyId": company})
-        elif state == "qr":
-            http.post(f"/api/simulator/companies/{company}/scan", {"phone": phone})
-        elif state in ("stopped", "logged_out", "failed"):
-            http.post(f"/api/whatsapp/sessions/{company}/initialize")
-        time.sleep(0.1)
-    raise AssertionError(f"{company} did not connect again: {status}")
+def status(http: Http, company: str) -> dict:
+    try:
+        return http.get(f"/api/whatsapp/sessions/{company}/status")[2]
+    except Exception:
+        return {}
 
 
-class WhatsApp:
-    """Pushes each company's messages in order; after a gateway restart it redelivers every
-    message of that company it ever sent (it cannot know what the dead gateway had taken)."""
+class Client:
+    """Sends with an Idempotency-Key and retries a send until it has a definite answer (2xx),
+    as a careful client does; the gateway's URL changes when it is restarted."""
 
     def __init__(self) -> None:
         self.http: Http | None = None
-        self.up = threading.Event()
-        self.next = {c: 0 for c in COMPANIES}
-        self.redeliver = {c: False for c in COMPANIES}
-        self.pushed = 0
+        self.accepted: dict[str, str] = {}         # key -> text
         self.lock = threading.Lock()
-        self.rng = random.Random(9)
+        self.stop = threading.Event()
 
     def run(self, company: str) -> None:
-        while self.next[company] < PER_COMPANY:
-            self.up.wait()
-            http = self.http
-            if self.redeliver[company]:
-                for n in range(self.next[company]):
-                    if not self._push(http, company, n):
-                        break
-                else:
-                    self.redeliver[company] = False
-                continue
-            n = self.next[company]
-            if self._push(http, company, n):
-                self.next[company] = n + 1
-                if n and self.rng.random() < 0.05:        # WhatsApp sends one again, now and then
-                    self._push(http, company, self.rng.randrange(n))
-
-    def _push(self, http: Http, company: str, n: int) -> bool:
-        try:
-            code, _, _ = http.post("/api/simulator/inbound", {"companyId": company, "from": "79001234567",
-                                                              "text": f"{company} {n}", "id": f"{company}-{n:05d}"},
-                                   timeout=5)
-        except Exception:          # refused, reset, cut short: the gateway is down
-            code = 0
-        if code != 200:
-            self.up.wait(0.2) if self.up.is_set() else None
-            return False
-        with self.lock:
-            self.pushed += 1
-        return True
-
-    def gateway_down(self) -> None:
-        self.up.clear()
-        for c in COMPANIES:
-            self.redeliver[c] = True
-
-    def gateway_up(self, http: Http) -> None:
-        self.http = http
-        self.up.set()
+        for n in range(SENDS_PER_COMPANY):
+            key, text = f"out-{company}-{n}", f"out {company} {n}"
+            while not self.stop.is_set():
+                try:
+                    code, _, _ = self.http.post(f"/api/whatsapp/sessions/{company}/messages",
+                                                {"to": RECIPIENT, "message": text},
+                                                headers={"Idempotency-Key": key}, timeout=10)
+                except Exception:
+                    code = 0
+                if code in (200, 202):
+                    with self.lock:
+                        self.accepted[key] = text
+                    break
+                self.stop.wait(0.1)
+            self.stop.wait(0.05)
 
 
-def test_sigkill_mid_burst_twice_loses_no_inbound_message(tmp_path):
+def test_sigkill_mid_burst_twice_loses_no_inbound_message_and_no_accepted_send(tmp_path):
     receiver = Receiver(secret=SECRET)
+    simulator = SimulatorProcess(tmp_path / "sim")
     data_dir = tmp_path / "gw"
-    gateway, http = start_gateway(data_dir, receiver)
-    whatsapp = WhatsApp()
-    pushers = []
+    gateway, http = start_gateway(data_dir, simulator, receiver)
+    client = Client()
+    threads: list[threading.Thread] = []
+    rng = random.Random(9)
+    pushed = collections.Counter()
     try:
         for company, phone in COMPANIES.items():
-            relink(http, company, phone)
-        whatsapp.gateway_up(http)
-        pushers = [threading.Thread(target=whatsapp.run, args=(c,), daemon=True) for c in COMPANIES]
-        for p in pushers:
-            p.start()
-        for kill_at in (700, 1500):
-            assert wait_until(lambda: whatsapp.pushed >= kill_at, timeout=120)
-            gateway.proc.send_signal(signal.SIGKILL)
-            whatsapp.gateway_down()
-            gateway.kill()
-            gateway, http = start_gateway(data_dir, receiver)
-            for company, phone in COMPANIES.items():
-                relink(http, company, phone)
-            whatsapp.gateway_up(http)
-        for p in pushers:
-            p.join(180)
-        assert not any(p.is_alive() for p in pushers)
+            assert http.post("/api/whatsapp/sessions", {"companyId": company})[0] in (200, 201)
+            assert wait_until(lambda: status(http, company).get("status") == "qr", timeout=15)
+            simulator.client.scan(company, phone)
+            assert wait_until(lambda: status(http, company).get("status") == "connected", timeout=15)
+        client.http = http
+        threads = [threading.Thread(target=client.run, args=(c,), daemon=True) for c in COMPANIES]
+        for t in threads:
+            t.start()
+        kills = {700, 1500}
+        for n in range(PER_COMPANY):
+            for company in COMPANIES:
+                simulator.client.deliver_inbound(company, "79001234567", f"{company} {n}", f"{company}-{n:05d}")
+                pushed[company] += 1
+                if n and rng.random() < 0.05:            # WhatsApp sends one again, now and then
+                    again = rng.randrange(n)
+                    simulator.client.deliver_inbound(company, "79001234567", f"{company} {again}",
+                                                     f"{company}-{again:05d}")
+            if (n + 1) * len(COMPANIES) in kills:
+                gateway.proc.send_signal(signal.SIGKILL)          # mid-burst: the service keeps taking pushes
+                gateway.kill()
+                gateway, http = start_gateway(data_dir, simulator, receiver)
+                client.http = http
+        for company in COMPANIES:          # the restarted gateway came back by itself, without a QR
+            assert wait_until(lambda: status(http, company).get("status") == "connected", timeout=30), company
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
         expected = {f"{c}-{n:05d}" for c in COMPANIES for n in range(PER_COMPANY)}
-
-        def got_all(_requests) -> bool:
-            return {p["data"]["id"] for p in receiver.delivered()} >= expected
-        receiver.wait(got_all, timeout=120)
+        receiver.wait(lambda _r: {p["data"]["id"] for p in receiver.delivered()} >= expected, timeout=120)
         delivered = receiver.delivered()
-        assert receiver.bad_signatures == 0
-        assert all(p["event"] == "message" for p in delivered)
+        assert receiver.bad_signatures == 0 and all(p["event"] == "message" for p in delivered)
         ids = [p["data"]["id"] for p in delivered]
         assert set(ids) == expected                                          # every id at least once
         first_seen = list(dict.fromkeys(ids))                                 # exactly once after dedupe by id
@@ -145,14 +121,23 @@ def test_sigkill_mid_burst_twice_loses_no_inbound_message(tmp_path):
         for company in COMPANIES:                                            # in order per company
             mine = [i for i in first_seen if i.startswith(company + "-")]
             assert mine == sorted(mine), company
-        # a repeat can only be a delivery the receiver got but whose cursor a kill lost: same event id
-        by_id = collections.defaultdict(set)
+        seqs = collections.defaultdict(set)
         for p in delivered:
-            by_id[p["data"]["id"]].add(p["id"])
-        assert all(len(seqs) == 1 for seqs in by_id.values()), "a message was logged twice"
-        print(f"\n{whatsapp.pushed} pushes, {len(delivered)} deliveries, {len(delivered) - len(expected)} repeats")
+            seqs[p["data"]["id"]].add(p["id"])
+        assert all(len(s) == 1 for s in seqs.values()), "a message was logged twice"
+        # outbound: every accepted send reached the phone; none twice
+        assert len(client.accepted) == len(COMPANIES) * SENDS_PER_COMPANY
+        assert wait_until(lambda: {m["text"] for m in simulator.client.messages(RECIPIENT)}
+                          >= set(client.accepted.values()), timeout=60)
+        got = collections.Counter(m["text"] for m in simulator.client.messages(RECIPIENT))
+        twice = {text: n for text, n in got.items() if n > 1}
+        assert not twice, f"sent more than once: {twice}"
+        print(f"\n{sum(pushed.values())} inbound pushes, {len(delivered)} webhook deliveries "
+              f"({len(delivered) - len(expected)} repeats after the kills), {len(client.accepted)} sends")
     finally:
-        whatsapp.up.set()
-        whatsapp.next = {c: PER_COMPANY for c in COMPANIES}
+        client.stop.set()
+        for t in threads:
+            t.join(10)
         gateway.kill()
+        simulator.stop()
         receiver.close()

@@ -35,7 +35,10 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return          # the sender died mid-request (a killed gateway): nothing arrived
                 headers = dict(self.headers)
                 status, extra = 200, {}
                 if receiver.secret is not None and not signature_ok(receiver.secret, headers, body):

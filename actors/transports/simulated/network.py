@@ -408,7 +408,12 @@ class SimulatedNetwork:
             if to in self._not_on_whatsapp:
                 future.set_exception(not_on_whatsapp(jid))
                 return future
-            message_id = self._message_id()
+            message_id = payload.id or self._message_id()
+            if any(r["id"] == message_id for r in self._received.get(to, ())[-1000:]):
+                # The same message id again (a client repeating a send it had no answer for):
+                # WhatsApp takes a message once; the repeat is only acknowledged.
+                future.set_result(message_id)
+                return future
             record = {"id": message_id, "from": device.phone, "text": text, "timestamp": time.time()}
             self._received.setdefault(to, []).append(record)
             if self._store is not None:

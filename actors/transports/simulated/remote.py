@@ -129,7 +129,7 @@ class RemoteConnection:
     def send(self, jid: str, payload: Payload) -> Future:
         if not isinstance(payload, Text):
             return _failed(SendError(f"the simulator sends text only, not {payload.kind}", retryable=False))
-        return self._request("send", jid=jid, text=payload.text)
+        return self._request("send", jid=jid, text=payload.text, id=payload.id)
 
     def pair_phone(self, phone: str) -> Future:
         return self._request("pair", phone=phone)
