@@ -8,7 +8,7 @@ from bottle import request
 
 from switchboard.actors.kinds import NAMES
 from switchboard.actors.phone import validate_company_id
-from switchboard.supervision.sinks.webhook import MAX_SECRET, MAX_URL
+from switchboard.supervision.sinks.webhook import MAX_URL, SECRET_PATTERN, URL_PATTERN
 
 from .auth import Principal
 from .openapi import COMPANY_ID, body, op, query
@@ -23,9 +23,8 @@ _DEAD_ID = re.compile(r"[0-9a-f]{32}")
 
 @api.put(_HOOK, doc=op("Set the company's own webhook (its events only, signed with its secret)", "Any",
                        errors=(404,), body=body({"url": {"type": "string", "maxLength": MAX_URL,
-                                                         "pattern": "^https?://"},
-                                                 "secret": {"type": "string", "minLength": 1,
-                                                            "maxLength": MAX_SECRET},
+                                                         "pattern": URL_PATTERN},
+                                                 "secret": {"type": "string", "pattern": SECRET_PATTERN},
                                                  "events": _KINDS}, ["url"])))
 def put_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Create or replace it; events not yet delivered go to the new URL."""
@@ -43,7 +42,7 @@ def put_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict[st
     return ok({"companyId": companyId, "webhook": config.public()})
 
 
-@api.get(_HOOK, doc=op("The company's own webhook (never its secret)", "Any", errors=(404,)))
+@api.get(_HOOK, doc=op("The company's own webhook (never its secret)", "Any", errors=(400, 404)))
 def get_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """The webhook's URL, events and whether a secret is set."""
     ctx.handle(companyId)
@@ -55,7 +54,7 @@ def get_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict[st
                "behind": runner.lag if runner is not None else None})
 
 
-@api.delete(_HOOK, doc=op("Remove the company's own webhook", "Any", errors=(404,)))
+@api.delete(_HOOK, doc=op("Remove the company's own webhook", "Any", errors=(400, 404)))
 def delete_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """Stops its deliveries; what it had not delivered is dropped with it."""
     ctx.handle(companyId)
@@ -65,7 +64,7 @@ def delete_webhook(ctx: AppState, _principal: Principal, companyId: str) -> dict
 
 
 @api.get("/api/webhooks/dead", access="admin",
-         doc=op("Webhook deliveries that failed for good (newest last)", "Any",
+         doc=op("Webhook deliveries that failed for good (newest last)", "Any", errors=(400,),
                 params=[query("company", COMPANY_ID, "only this company"),
                         query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most; default 100")]))
 def dead_letters(ctx: AppState, _principal: Principal) -> dict[str, Any]:

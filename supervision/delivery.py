@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -52,18 +53,27 @@ class Delivery:
         return runner
 
     def remove_sink(self, name: str, *, forget: bool = False) -> None:
+        """Stop a sink without waiting for a request it has in flight (a slow endpoint must
+        not hold up the API call that replaces or deletes it). Its progress is saved now,
+        for a replacement (one event in flight may then be delivered twice), or deleted."""
         with self._lock:
             runner = self.runners.pop(name, None)
-        if runner is not None:
-            runner.close()
-            if forget:
-                runner.cursor.delete()
+        if runner is None:
+            return
+        runner.cursor.save()
+        if forget:
+            runner.cursor.delete()
+        threading.Thread(target=runner.close, kwargs={"save": False}, name=f"switchboard-sink-stop-{name}",
+                         daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
             runners, self.runners = list(self.runners.values()), {}
+        for runner in runners:           # all at once: shutdown waits for the slowest, not the sum
+            runner.stop_soon()
+        deadline = time.monotonic() + 5.0
         for runner in runners:
-            runner.close()
+            runner.close(max(0.1, deadline - time.monotonic()))
         self.dead.close()
         self.log.close()
 

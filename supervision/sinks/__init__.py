@@ -115,18 +115,24 @@ class SinkRunner:
     def lag(self) -> int:
         return max(0, self._log.head - self.cursor.seq)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (a sink's `interrupt()` ends a wait at once), then close the sink."""
-        self._stop.set()
-        interrupt = getattr(self.sink, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+    def close(self, timeout: float = 5.0, *, save: bool = True) -> None:
+        """Stop the thread (a sink's `interrupt()` ends a wait at once), then close the sink.
+        `save=False`: the cursor file belongs to someone else now (a replacement, or deleted)."""
+        self.stop_soon()
         self._thread.join(timeout)
         try:
             self.sink.close()
         except Exception:
             log.exception("sink %s: close failed", self.name)
-        self.cursor.save()
+        if save:
+            self.cursor.save()
+
+    def stop_soon(self) -> None:
+        """Ask the thread to stop (without waiting)."""
+        self._stop.set()
+        interrupt = getattr(self.sink, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def _run(self) -> None:
         reader = self._log.reader(self.cursor.seq)

@@ -31,6 +31,7 @@ import hmac
 import http.client
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -63,9 +64,8 @@ class WebhookConfig:
 
     def __post_init__(self) -> None:
         validate_url(self.url)
-        if self.secret is not None and (not isinstance(self.secret, str) or not 1 <= len(self.secret) <= MAX_SECRET
-                                        or not self.secret.isprintable()):
-            raise ValueError(f"webhook secret must be 1-{MAX_SECRET} printable characters")
+        if self.secret is not None and (not isinstance(self.secret, str) or not _SECRET.fullmatch(self.secret)):
+            raise ValueError(f"webhook secret must be 1-{MAX_SECRET} printable ASCII characters")
         unknown = [k for k in self.kinds if k not in NAMES]
         if unknown or not self.kinds:
             raise ValueError("webhook events must be a non-empty list of event kinds, of: " + ", ".join(sorted(NAMES)))
@@ -75,20 +75,21 @@ class WebhookConfig:
         return {"url": self.url, "events": list(self.kinds), "secretSet": self.secret is not None}
 
 
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# What a webhook URL may be, as the OpenAPI document says it too: http(s), a host name or
+# an [IPv6] literal (no credentials: use the secret), a port up to 65535, then printable ASCII.
+URL_PATTERN = r"^https?://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::" + _PORT + r")?(?:[/?#][!-~]*)?$"
+SECRET_PATTERN = r"^[ -~]{1,256}$"
+_URL = re.compile(URL_PATTERN)
+_SECRET = re.compile(SECRET_PATTERN)
+
+
 def validate_url(url: Any) -> str:
     if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL:
         raise ValueError(f"webhook url must be a string of 1-{MAX_URL} characters")
-    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
-        raise ValueError("webhook url must be ASCII without spaces or control characters (percent-encode the rest)")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("webhook url must be http:// or https:// with a host")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError("webhook url has an invalid port") from None
-    if parts.username or parts.password:
-        raise ValueError("webhook url must not carry credentials; use the secret (HMAC signature)")
+    if not _URL.fullmatch(url):
+        raise ValueError("webhook url must be http:// or https:// with a host (no credentials: use the secret), "
+                         "an optional port, then printable ASCII without spaces (percent-encode the rest)")
     return url
 
 
