@@ -160,6 +160,7 @@ class SinkRunner:
             log.error("sink %s: events %d-%d were deleted by the log's retention before it read them",
                       self.name, reader.reset_from + 1, reader.position)
         reader.reset = False
+        self.cursor.seq = max(self.cursor.seq, reader.position)      # what is gone counts as passed
 
     def _deliver(self, batch: list[Event]) -> bool:
         """Deliver every event of the batch, retrying each until it goes; False when stopped."""
