@@ -226,7 +226,14 @@ class RemoteConnection:
         def write() -> None:
             if not writer.is_closing():
                 writer.write(wire.line({"op": "ack", "id": message_id}))
-        return lambda: loop.call_soon_threadsafe(write)
+
+        def ack() -> None:
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            write() if here else loop.call_soon_threadsafe(write)
+        return ack
 
     def _begin_close(self) -> None:
         writer = self._writer
