@@ -3,7 +3,8 @@
 Run as a script in its own process by tests/test_neonize_mapping.py: the test process
 itself must never import neonize (it would load the Go runtime and hijack logging).
 Every event also goes through a serialise/parse round trip, as it does when Go hands it
-to Python (`Event.execute` parses the bytes with `FromString`).
+to Python (`Event.execute` parses the bytes with `FromString`). The identity cases are
+mapped a second time with a LID store that knows LID_IN_STORE (keys "store:<case>").
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv,  # 
                             MessageEv, PairStatusEv, PresenceEv, QREv, ReceiptEv, StreamErrorEv,
                             StreamReplacedEv, TemporaryBanEv)
 from neonize.proto.Neonize_pb2 import (JID, ConnectFailureReason, MessageInfo,  # noqa: E402
-                                       MessageSource)
+                                       MessageSource, Node, NodeAttrs)
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (DocumentMessage,  # noqa: E402
                                                        ExtendedTextMessage, FutureProofMessage,
                                                        ImageMessage, Message,
@@ -38,6 +39,7 @@ PN_DEVICE = jid("15550001111", device=7)
 LID = jid("204812345678901", "lid")
 GROUP = jid("120363025246125888", "g.us")
 TS_MS = 1_700_000_000_123
+LID_IN_STORE = {"204812345678901": "15550006666"}      # what the LID store knows
 
 
 def message(src: MessageSource, msg: Message, *, mid: str = "3EB0C0FFEE", ts: int = TS_MS,
@@ -102,6 +104,19 @@ def cases() -> dict[str, object]:
                                        Timestamp=1_700_000_002),
         "receipt_untyped": ReceiptEv(MessageSource=MessageSource(Chat=PN, Sender=PN),
                                      MessageIDs=["3EB0DD"], Timestamp=1_700_000_003),
+        # whatsmeow sends DMs to the LID, so receipts come back on the LID chat
+        "receipt_lid_chat": ReceiptEv(MessageSource=MessageSource(Chat=LID, Sender=LID, SenderAlt=EMPTY,
+                                                                  IsFromMe=False, IsGroup=False),
+                                      MessageIDs=["3EB0EE"], Type=ReceiptEv.DELIVERED,
+                                      Timestamp=1_700_000_004),
+        "receipt_lid_chat_with_alt": ReceiptEv(
+            MessageSource=MessageSource(Chat=LID, Sender=jid("204812345678901", "lid", device=2),
+                                        SenderAlt=jid("15550007777", device=2), IsFromMe=False,
+                                        IsGroup=False),
+            MessageIDs=["3EB0FF"], Type=ReceiptEv.READ, Timestamp=1_700_000_005),
+        "group_lid_sender_without_alt": message(
+            MessageSource(Chat=GROUP, Sender=LID, IsFromMe=False, IsGroup=True),
+            Message(conversation="lid in group, no alt")),
         "qr": QREv(Codes=["2@abc,def,ghi,jkl", "2@mno,pqr,stu,vwx"]),
         "pair_success": PairStatusEv(ID=jid("15550005555", device=0), Status=PairStatusEv.SUCCESS,
                                      Platform="android", BusinessName=""),
@@ -110,6 +125,15 @@ def cases() -> dict[str, object]:
         "disconnected": DisconnectedEv(status=True),
         "logged_out": LoggedOutEv(OnConnect=True, Reason=ConnectFailureReason.MAIN_DEVICE_GONE),
         "logged_out_no_reason": LoggedOutEv(OnConnect=False),
+        "logged_out_401": LoggedOutEv(OnConnect=True, Reason=ConnectFailureReason.LOGGED_OUT),
+        "logged_out_406": LoggedOutEv(OnConnect=True, Reason=ConnectFailureReason.UNKNOWN_LOGOUT),
+        # neonize's encoder leaves Reason unset for 413-418; the raw <failure> node keeps it
+        "connect_failure_raw_415": ConnectFailureEv(
+            Message="", Raw=Node(Tag="failure", Attrs=[NodeAttrs(name="reason", text="415"),
+                                                        NodeAttrs(name="location", text="frc")])),
+        "connect_failure_raw_418_int": ConnectFailureEv(
+            Raw=Node(Tag="failure", Attrs=[NodeAttrs(name="reason", integer=418)])),
+        "connect_failure_raw_none": ConnectFailureEv(Raw=Node(Tag="failure")),
         "stream_replaced": StreamReplacedEv(),
         "temporary_ban": TemporaryBanEv(Code=TemporaryBanEv.SEND_TO_TOO_MANY_PEOPLE, Expire=3600),
         "connect_failure_503": ConnectFailureEv(Reason=ConnectFailureReason.SERVICE_UNAVAILABLE,
@@ -124,6 +148,14 @@ def cases() -> dict[str, object]:
     }
 
 
+IDENTITY_CASES = ("lid_sender_with_alt", "lid_sender_without_alt", "group_lid_sender_without_alt",
+                  "receipt_lid_chat", "receipt_lid_chat_with_alt", "conversation", "receipt_read")
+
+
+def store_lookup(lid_user: str) -> str:
+    return LID_IN_STORE.get(lid_user, "")
+
+
 def main() -> None:
     out: dict[str, object] = {}
     for name, ev in cases().items():
@@ -132,6 +164,9 @@ def main() -> None:
         if direct != parsed:
             raise SystemExit(f"{name}: mapping differs after a wire round trip: {direct} != {parsed}")
         out[name] = direct
+        if name in IDENTITY_CASES:
+            out[f"store:{name}"] = map_event(type(ev).FromString(ev.SerializePartialToString()),
+                                             store_lookup)
     json.dump(out, sys.stdout, sort_keys=True)
 
 

@@ -60,8 +60,11 @@ def session():
 
 
 def reply(s: _Session, op: str, args: dict) -> dict:
+    """Run one command; its reply (a STARTED, if any, must come first and only once)."""
+    s.conn.sent.clear()
     s.run_command(7, op, args)
-    (msg,) = s.conn.sent
+    *before, msg = s.conn.sent
+    assert before in ([], [{"type": wire.STARTED, "req_id": 7}])
     assert msg["type"] == wire.REPLY and msg["req_id"] == 7
     return msg
 
@@ -85,10 +88,9 @@ def test_pair_phone_and_logout(session):
     (Client(), wire.SEND, {"jid": "x", "payload": {"type": "sticker"}}, wire.REJECTED),
     (Client(), "explode", {}, wire.REJECTED),
     (Client(), wire.SEND, {"payload": {"type": "text", "text": "hi"}}, wire.REJECTED),   # no jid
-    (Client(connected=False, fail=True), wire.SEND, {"jid": "x", "payload": {"type": "text", "text": "hi"}},
-     wire.NOT_CONNECTED),
+    # "info query timed out" inside SendMessage comes from a look-up before the message left
     (Client(connected=True, fail=True), wire.SEND, {"jid": "x", "payload": {"type": "text", "text": "hi"}},
-     wire.REJECTED),
+     wire.NOT_CONNECTED),
 ])
 def test_failed_commands_are_answered_with_a_code(session, client, op, args, code):
     msg = reply(session(client), op, args)
@@ -105,15 +107,71 @@ def test_this_process_still_has_no_neonize():
     assert not [m for m in sys.modules if m == "neonize" or m.startswith("neonize.")]
 
 
-def test_the_child_names_failures_by_what_it_knows_not_by_go_text():
-    def code(exc, connected=True, took=0.1):
-        return failure_code(exc, go_error=GoError, connected=lambda: connected, took=took)
+def test_the_child_names_failures_by_where_whatsmeow_raised_them():
+    def code(exc, op=wire.SEND):
+        return failure_code(exc, go_error=GoError, op=op)
 
     assert code(NotReady("session not ready")) == wire.NOT_CONNECTED
     assert code(Refused("unknown command")) == wire.REJECTED
     assert code(KeyError("jid")) == wire.REJECTED
-    assert code(GoError("websocket not connected"), connected=False) == wire.NOT_CONNECTED
-    assert code(GoError("timed out"), connected=True, took=0.5) == wire.REJECTED   # text is ignored
-    assert code(GoError("anything"), connected=True, took=80.0) == wire.TIMEOUT
     assert code(AttributeError("bug")) == wire.INTERNAL
+    # before the message node left: provably nothing reached WhatsApp
+    for text in ("websocket not connected", "the store doesn't contain a device JID",
+                 "failed to get user info for 1555@s.whatsapp.net to fill LID cache: info query timed out",
+                 "failed to get user info for 1555@s.whatsapp.net to fill LID cache: websocket "
+                 "disconnected before info query returned response",
+                 "failed to get LID for PN 1555@s.whatsapp.net: database is locked"):
+        assert code(GoError(text)) == wire.NOT_CONNECTED, text
+    # after it left, with no answer: it may have been delivered
+    for text in ("timed out waiting for message send response",
+                 "websocket disconnected before message send returned response",
+                 "websocket disconnected before message send (retry) returned response"):
+        assert code(GoError(text)) == wire.UNCONFIRMED, text
+    # WhatsApp answered no / no such account
+    assert code(GoError("server returned error 463")) == wire.REJECTED
+    assert code(GoError("message recipient must be a user JID with no device part")) == wire.REJECTED
+    assert code(GoError("no LID found for 15550001111@s.whatsapp.net from server")) == wire.NOT_ON_WHATSAPP
+    # a pairing code: a wrong number is refused, anything else may be asked again
+    assert code(GoError("international phone number required (must not start with 0)"),
+                wire.PAIR_PHONE) == wire.REJECTED
+    assert code(GoError("info query timed out"), wire.PAIR_PHONE) == wire.NOT_CONNECTED
     assert wire.RETRYABLE_CODES == {wire.NOT_CONNECTED, wire.TIMEOUT}
+
+
+def test_a_send_reports_started_before_it_goes_into_go(session):
+    client = Client()
+    s = session(client)
+    order = []
+    s.conn.send = lambda msg: order.append(msg["type"])
+    real = client.send_message
+    client.send_message = lambda jid, text: (order.append("go"), real(jid, text))[1]
+    s.run_command(3, wire.SEND, {"jid": "x", "payload": {"type": "text", "text": "hi"}})
+    assert order == [wire.STARTED, "go", wire.REPLY]
+
+
+def test_a_request_past_its_deadline_or_during_stop_never_starts(session):
+    client = Client()
+    s = session(client)
+    import time as _time
+    msg = reply(s, wire.SEND, {"jid": "x", "payload": {"type": "text", "text": "late"},
+                               "not_after": _time.time() - 1})
+    assert msg["code"] == wire.NOT_CONNECTED and "waited too long" in msg["error"]
+    s.stopping.set()
+    msg = reply(s, wire.SEND, {"jid": "x", "payload": {"type": "text", "text": "stopping"}})
+    assert msg["code"] == wire.NOT_CONNECTED
+    assert client.calls == []                                    # neither reached Go
+
+
+def test_logout_says_whether_whatsapp_was_told(session):
+    class Offline(Client):
+        def logout(self):
+            raise GoError("error sending logout request: info query timed out")
+
+    class CleanupFailed(Client):
+        def logout(self):
+            raise GoError("error deleting data from store: disk I/O error")
+
+    assert reply(session(Client()), wire.LOGOUT, {})["result"] == {"told": True}
+    not_told = reply(session(Offline()), wire.LOGOUT, {})["result"]
+    assert not_told["told"] is False and "error sending logout request" in not_told["error"]
+    assert reply(session(CleanupFailed()), wire.LOGOUT, {})["result"]["told"] is True

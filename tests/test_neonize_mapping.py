@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from switchboard.actors.connection import (Cause, ConnectFailure, Connected, Disconnected, IncomingMessage,
-                                           LoggedOut, Paired, QrCode, QrExhausted, Receipt, Replaced,
-                                           SendError, TemporaryBan)
+                                           Interrupted, LoggedOut, LogoutResult, Paired, QrCode,
+                                           QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from switchboard.actors.payload import Text
 from switchboard.actors.transports.neonize import NeonizeConnection
 
@@ -102,6 +102,7 @@ def test_message_kinds(mapped):
 def test_receipts(mapped):
     r = mapped["receipt_read"]
     assert r == {"type": "receipt", "ids": ["3EB0AA", "3EB0BB"], "chat": "15550001111@s.whatsapp.net",
+                 "chat_jid": "15550001111@s.whatsapp.net",
                  "sender": "15550001111@s.whatsapp.net", "kind": "read",
                  "timestamp": 1_700_000_001.0, "from_me": False}
     assert mapped["receipt_delivered"]["kind"] == "delivered"
@@ -114,8 +115,10 @@ def test_lifecycle_events(mapped):
     assert mapped["pair_error"] == {"type": "pair_error", "error": "key mismatch"}
     assert mapped["connected"] == {"type": "connected"}
     assert mapped["disconnected"] == {"type": "disconnected"}
-    assert mapped["logged_out"] == {"type": "logged_out", "reason": "MAIN_DEVICE_GONE", "on_connect": True}
+    assert mapped["logged_out"] == {"type": "logged_out", "reason": "MAIN_DEVICE_GONE", "on_connect": True,
+                                    "status": 403}
     assert mapped["logged_out_no_reason"]["reason"] == "UNKNOWN"
+    assert mapped["logged_out_no_reason"]["status"] == 401        # a stream error: an unlink
     assert mapped["stream_replaced"] == {"type": "stream_replaced"}
     assert mapped["temporary_ban"] == {"type": "temporary_ban", "code": "SEND_TO_TOO_MANY_PEOPLE",
                                        "expire_s": 3600}
@@ -182,25 +185,28 @@ def test_connected_phone_falls_back_to_paired_phone(conn, mapped):
     c2.close()
 
 
-def test_qr_timeout_is_final(conn):
-    feed(conn, {"type": "qr", "code": "2@one"}, {"type": "login_event", "event": "timeout"},
-         {"type": "connected"}, {"type": "disconnected"})
-    assert conn.events == [QrCode("2@one", 60.0), QrExhausted()]
+def test_qr_timeout_after_the_last_code_is_final(conn):
+    feed(conn, *({"type": "qr", "code": f"2@{n}"} for n in range(6)),
+         {"type": "login_event", "event": "timeout"}, {"type": "connected"}, {"type": "disconnected"})
+    assert conn.events[-1] == QrExhausted() and len(conn.events) == 7
     assert not conn.alive()
 
 
-def test_disconnect_and_reconnect(conn, mapped):
+def test_drop_and_reconnect_inside_the_child_is_an_interruption(conn, mapped):
     feed(conn, mapped["connected"], mapped["disconnected"], mapped["connected"])
-    assert conn.events == [Connected(""), Disconnected("connection lost", Cause.DROPPED), Connected("")]
+    assert conn.events == [Connected(""), Interrupted("connection lost; reconnecting", Cause.DROPPED),
+                           Connected("")]
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("logged_out", LoggedOut("main_device_gone")),
+    ("logged_out", LoggedOut("WhatsApp locked this account (403): the phone's owner must unlock it in "
+                             "WhatsApp before it can be linked again", 403, "locked")),
     ("stream_replaced", Replaced()),
     ("temporary_ban", TemporaryBan(3600.0, "SEND_TO_TOO_MANY_PEOPLE")),
-    ("connect_failure_503", ConnectFailure("SERVICE_UNAVAILABLE: service unavailable", Cause.SERVICE_UNAVAILABLE)),
-    ("connect_failure_ua", ConnectFailure("BAD_USER_AGENT: bad user agent", Cause.REJECTED)),
-    ("client_outdated", ConnectFailure("client outdated: upgrade neonize", Cause.CLIENT_OUTDATED)),
+    ("connect_failure_503", ConnectFailure("SERVICE_UNAVAILABLE (503): service unavailable",
+                                           Cause.SERVICE_UNAVAILABLE, 503)),
+    ("connect_failure_ua", ConnectFailure("BAD_USER_AGENT (409): bad user agent", Cause.REJECTED, 409)),
+    ("client_outdated", ConnectFailure("client outdated: upgrade neonize", Cause.CLIENT_OUTDATED, 405)),
 ])
 def test_final_events(conn, mapped, case, expected):
     feed(conn, mapped["connected"], mapped[case], mapped["disconnected"], mapped["connected"])
@@ -215,17 +221,21 @@ def test_connect_failed_names_the_network_error(conn):
     assert conn.events == [Disconnected(f"connect failed: {error}", Cause.UNREACHABLE)]
 
 
-def test_keepalive_speaks_up_only_when_whatsmeow_gives_up(conn, mapped):
+def test_two_keepalive_timeouts_interrupt_and_restored_reconnects(conn, mapped):
     feed(conn, mapped["connected"],
          {"type": "keepalive_timeout", "error_count": 1, "last_success": int(time.time()) - 30},
          mapped["keepalive_restored"], mapped["stream_error"])
-    assert conn.events == [Connected("")]
-    stale = {"type": "keepalive_timeout", "error_count": 8, "last_success": int(time.time()) - 200}
-    feed(conn, stale, stale)
+    assert conn.events == [Connected("")]                 # one lost ping is nothing yet
+    ping = {"type": "keepalive_timeout", "error_count": 1, "last_success": int(time.time()) - 40}
+    feed(conn, ping, dict(ping, error_count=2), dict(ping, error_count=3))
     assert len(conn.events) == 2                            # once, not per timeout
     lost = conn.events[1]
-    assert isinstance(lost, Disconnected) and lost.cause is Cause.KEEPALIVE and lost.retryable
-    assert lost.reason.startswith("keep-alive lost for 20")
+    assert isinstance(lost, Interrupted) and lost.cause is Cause.KEEPALIVE
+    assert "unanswered 2 times" in lost.reason
+    exc = conn.send("15550001111@s.whatsapp.net", Text("into the void")).exception(timeout=1)
+    assert isinstance(exc, SendError) and exc.retryable     # nothing sent into the dead socket
+    feed(conn, mapped["keepalive_restored"])
+    assert conn.events[2:] == [Connected("")] and conn._translator.connected
 
 
 def test_nothing_after_close(conn, mapped):
@@ -235,10 +245,12 @@ def test_nothing_after_close(conn, mapped):
 
 
 def test_commands_fail_fast_when_not_connected(conn):
-    for fut in (conn.send("15550001111@s.whatsapp.net", Text("hi")), conn.pair_phone("15550001111"),
-                conn.logout()):
+    for fut in (conn.send("15550001111@s.whatsapp.net", Text("hi")), conn.pair_phone("15550001111")):
         exc = fut.exception(timeout=1)
         assert isinstance(exc, SendError) and exc.retryable
+    result = conn.logout().result(timeout=1)                  # offline: says WhatsApp was not told
+    assert isinstance(result, LogoutResult) and not result.told_whatsapp
+    assert "not told" in result.reason and "phone keeps listing" in result.reason
     bad = conn.pair_phone("12").exception(timeout=1)
     assert isinstance(bad, SendError) and not bad.retryable
 
@@ -250,9 +262,6 @@ def test_parent_modules_do_not_import_neonize():
 # ------------------------------------------------------------------ causes and error codes
 
 @pytest.mark.parametrize("msgs, cause", [
-    ([{"type": "connected"}, {"type": "disconnected"}], Cause.DROPPED),
-    ([{"type": "connected"}, {"type": "keepalive_timeout", "last_success": int(time.time()) - 200}],
-     Cause.KEEPALIVE),
     ([{"type": "connect_failed", "error": "dial tcp: lookup web.whatsapp.com: no such host"}],
      Cause.UNREACHABLE),
     ([{"type": "connect_failure", "reason": "INTERNAL_SERVER_ERROR", "status": 500}],

@@ -14,6 +14,7 @@ side-effect free.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -27,9 +28,11 @@ from typing import Any
 
 from . import wire
 from .child_commands import NotReady, execute, failure_code
-from .mapping import FORWARDED, map_event, user_digits
+from .mapping import FORWARDED, PnForLid, map_event, store_lookup, user_digits
 
 log = logging.getLogger("switchboard.neonize.child")
+
+DRAIN_QUIET = 0.3               # stopping: no event for this long after Disconnect = drained
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -49,7 +52,8 @@ def _log_level(name: str) -> int:
 
 
 class _Session:
-    """The child's state shared by the command loop, the command pool and connect()."""
+    """The child's state shared by the command loop, the command pool, neonize's event
+    callback and connect()."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -58,7 +62,16 @@ class _Session:
         self.ready = threading.Event()             # Neonize() is past its unlocked Go-map writes
         self.connect_done = threading.Event()
         self.stopping = threading.Event()
+        self.streaming = False                     # neonize's event loop runs (past the QR phase)
+        self.pn_for_lid: PnForLid = lambda _user: ""    # the LID store, once the client exists
+        self.go_stopped = False                    # past Stop(): no more calls into the client
         self._send_lock = threading.Lock()
+        self._send_lane = threading.Lock()         # one send in Go at a time (whatsmeow holds
+                                                   # its messageSendLock anyway): STARTED then
+                                                   # means "in Go, nobody ahead of it"
+        self._activity = threading.Lock()
+        self._in_callback = 0
+        self._last_event = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cmd")
 
     def emit(self, msg: dict) -> None:
@@ -67,6 +80,38 @@ class _Session:
                 self.conn.send(msg)
         except (OSError, ValueError):              # parent gone: nobody left to serve
             os._exit(wire.EXIT_PARENT_GONE)
+
+    # ---- events (neonize's callback thread) ------------------------------------------------
+
+    def on_event(self, client: Any, ev: Any) -> None:
+        """neonize's handler for every FORWARDED event: map it and pass it on, in order."""
+        with self._activity:
+            self._in_callback += 1
+            self.streaming = True                  # only neonize's event loop calls this
+        try:                                       # exceptions in ctypes callbacks are only printed
+            msg = map_event(ev, self.pn_for_lid)
+            if msg is None:
+                return
+            if msg["type"] == wire.CONNECTED:
+                self.ready.set()
+                me = getattr(client, "me", None)   # set by the Device event (code 0), sent first
+                msg["phone"] = user_digits(me.JID) if me is not None and me.HasField("JID") else ""
+            self.emit(msg)
+        except Exception:
+            log.exception("mapping %s failed", type(ev).__name__)
+        finally:
+            with self._activity:
+                self._in_callback -= 1
+                self._last_event = time.monotonic()
+
+    def _quiet_since(self, since: float, seconds: float) -> bool:
+        """No event handed over, and none in progress, for `seconds` (counted from `since`
+        at the earliest)."""
+        with self._activity:
+            return (self._in_callback == 0
+                    and time.monotonic() - max(self._last_event, since) >= seconds)
+
+    # ---- commands --------------------------------------------------------------------------
 
     def command_loop(self) -> None:
         while True:
@@ -77,40 +122,67 @@ class _Session:
             if op == wire.STOP:
                 threading.Thread(target=self.stop, args=(float(args.get("grace", 2.0)),),
                                  daemon=True, name="stopper").start()
-            elif not self.stopping.is_set():
+            elif self.stopping.is_set():
+                self._refuse(req_id, "not connected: session stopping")
+            else:
                 self._pool.submit(self.run_command, req_id, op, args)
 
+    def _refuse(self, req_id: int, text: str) -> None:
+        self.emit({"type": wire.REPLY, "req_id": req_id, "ok": False, "code": wire.NOT_CONNECTED,
+                   "error": f"NotReady: {text}"})
+
     def run_command(self, req_id: int, op: str, args: dict) -> None:
-        started = time.monotonic()
+        not_after = float(args.get("not_after") or time.time() + float(args.get("wait", 55.0)))
         try:
             # Commands wait until Neonize() has written its Go maps (or connect failed).
-            if not self.ready.wait(timeout=float(args.get("wait", 55.0))):
+            if not self.ready.wait(timeout=max(0.0, not_after - time.time())):
                 raise NotReady("not connected: session not ready")
-            if self.connect_done.is_set():
-                raise NotReady("not connected: session ended")
-            result = execute(self.client, op, args)
+            with self._send_lane if op == wire.SEND else contextlib.nullcontext():
+                # Decided under the lane, once: either STARTED (it may reach WhatsApp) or
+                # refused (it provably did not).
+                if self.connect_done.is_set():
+                    raise NotReady("not connected: session ended")
+                if self.stopping.is_set():
+                    raise NotReady("not connected: session stopping")
+                if time.time() > not_after:
+                    raise NotReady("not connected: the request waited too long to start")
+                self.emit({"type": wire.STARTED, "req_id": req_id})
+                result = execute(self.client, op, args)
             self.emit({"type": wire.REPLY, "req_id": req_id, "ok": True, "result": result})
         except Exception as exc:
-            code = failure_code(exc, go_error=self.go_error, connected=self._connected,
-                                took=time.monotonic() - started)
+            code = failure_code(exc, go_error=self.go_error, op=op)
             self.emit({"type": wire.REPLY, "req_id": req_id, "ok": False, "code": code,
                        "error": f"{type(exc).__name__}: {exc}"})
 
-    def _connected(self) -> bool:
-        try:
-            return bool(self.client is not None and self.client.is_connected)
-        except Exception:                          # the Go side is in no state to answer
-            return False
+    # ---- stopping --------------------------------------------------------------------------
 
     def stop(self, grace: float) -> None:
         self.stopping.set()
         if self.ready.is_set() and not self.connect_done.is_set():
             # A clean Disconnect is nicer to WhatsApp, but Stop() can block for a minute
             # (dial) or forever (QR phase): give it `grace`, then leave anyway.
-            worker = threading.Thread(target=self.client.stop, daemon=True, name="stop")
+            worker = threading.Thread(target=self._drain_and_stop, args=(grace,), daemon=True,
+                                      name="stop")
             worker.start()
             worker.join(grace)
         os._exit(wire.EXIT_STOPPED)
+
+    def _drain_and_stop(self, grace: float) -> None:
+        """whatsmeow acks a message to WhatsApp as soon as neonize has queued it (its event
+        channel, 100 deep), and Stop() drops that queue: so first Disconnect (no new
+        traffic; what is not acked yet WhatsApp sends again), let neonize's loop hand over
+        what it holds until it has been quiet for DRAIN_QUIET s, then Stop()."""
+        deadline = time.monotonic() + grace - min(0.5, grace / 4)     # leave Stop() a moment
+        if self.streaming:
+            try:
+                self.client.disconnect()
+            except Exception:
+                log.exception("disconnect before stop failed")
+            disconnected = time.monotonic()
+            while time.monotonic() < deadline and not self._quiet_since(disconnected, DRAIN_QUIET):
+                time.sleep(0.05)
+        self.go_stopped = True                      # Stop() removes the client from neonize's map
+        self.client.stop()
 
 
 def _prepare_process(cfg: dict) -> None:
@@ -151,19 +223,12 @@ def _make_client(cfg: dict, session: _Session, uuid: str) -> Any:
     client = _Client(db_path, props=props, uuid=uuid)
     client._stop_finalizer.detach()           # a GC'd client must never Stop() a live uuid
 
-    def on_event(_client: Any, ev: Any) -> None:
-        try:                                  # exceptions in ctypes callbacks are only printed
-            if isinstance(ev, nev.ConnectedEv):
-                session.ready.set()
-            msg = map_event(ev)
-            if msg is None:
-                return
-            if msg["type"] == wire.CONNECTED:
-                me = getattr(client, "me", None)   # set by the Device event (code 0), sent first
-                msg["phone"] = user_digits(me.JID) if me is not None and me.HasField("JID") else ""
-            session.emit(msg)
-        except Exception:
-            log.exception("mapping %s failed", type(ev).__name__)
+    lookup = store_lookup(client)
+    # After Stop() neonize has forgotten the client and a look-up would crash the process.
+    session.pn_for_lid = lambda lid_user: "" if session.go_stopped else lookup(lid_user)
+
+    def on_event(client_: Any, ev: Any) -> None:   # a plain function: neonize holds methods weakly
+        session.on_event(client_, ev)
 
     for name in FORWARDED:
         client.event(getattr(nev, name))(on_event)

@@ -4,15 +4,25 @@ Link, refused at once (an already failed future) when the session cannot take th
 A mixin, because every refusal reads the connection's own state under its own lock; the
 host provides `_lock`, `_link`, `_translator` and the flags `_closed`, `_opened`,
 `_child`, `_exited`, `_final` (see connection.py). Each reply's error code, never its
-text, decides whether the SendError is retryable (link.py).
+text, decides whether the SendError is retryable, unconfirmed or refused (link.py).
+
+A pairing code lives only as long as the QR socket: whatsmeow closes it when the codes
+run out, QR_WINDOW (160 s) after the first one (pair-code.go), and PairPhone does not
+extend that. So the code comes back as a PairingCode whose `expires_in` is the time left
+of that window; a caller that finds it too short opens a new connection (a fresh window)
+and asks again on its first QR.
 """
 from __future__ import annotations
 
 from concurrent.futures import Future
 
+from ...connection import LogoutResult, PairingCode
 from ...payload import Payload
 from . import wire
 from .link import failed
+
+NOT_TOLD = ("WhatsApp was not told (the session is not connected): the phone keeps listing "
+            "this device until it is removed there")
 
 
 class Commands:
@@ -39,19 +49,42 @@ class Commands:
                 problem = "not connected: no QR session in progress yet"
         if problem:
             return failed(code, problem)
-        return self._link.request(wire.PAIR_PHONE, {"phone": digits}, lambda result: str(result["code"]))
+        return self._link.request(wire.PAIR_PHONE, {"phone": digits}, self._pairing_code)
+
+    def _pairing_code(self, result: dict) -> PairingCode:
+        with self._lock:
+            left = self._translator.qr_window_left()
+        return PairingCode(str(result["code"]), expires_in=left)
 
     def logout(self) -> Future:
-        """Unlinks this device on WhatsApp's side (no LoggedOut event follows); resolves to None."""
+        """Unlinks this device on WhatsApp's side (no LoggedOut event follows). Resolves to a
+        LogoutResult: told_whatsapp False when WhatsApp never heard of it (not connected,
+        or its logout request failed; whatsmeow then keeps the credentials)."""
         problem = self._not_connected()
         if problem:
-            return failed(wire.NOT_CONNECTED, problem)
-        return self._link.request(wire.LOGOUT, {}, self._logged_out_by_us)
+            done: Future = Future()
+            done.set_result(LogoutResult(told_whatsapp=False, reason=f"{NOT_TOLD} ({problem})"))
+            return done
+        asked = self._link.request(wire.LOGOUT, {}, self._logged_out_by_us)
+        result: Future = Future()
 
-    def _logged_out_by_us(self, _result: dict) -> None:
-        # whatsmeow disconnects and deletes the store, and sends no event about it.
-        with self._lock:
-            self._translator.connected = False
+        def settle(f: Future) -> None:
+            error = f.exception()
+            result.set_result(f.result() if error is None else LogoutResult(
+                told_whatsapp=False, reason=f"WhatsApp did not confirm the logout: {error}"))
+
+        asked.add_done_callback(settle)
+        return result
+
+    def _logged_out_by_us(self, result: dict) -> LogoutResult:
+        told = bool(result.get("told", True))
+        if told:
+            # whatsmeow disconnects and deletes the store, and sends no event about it.
+            with self._lock:
+                self._translator.connected = False
+            return LogoutResult(told_whatsapp=True, reason=str(result.get("error") or ""))
+        return LogoutResult(told_whatsapp=False,
+                            reason=f"WhatsApp was not told: {result.get('error') or 'logout request failed'}")
 
     def _not_connected(self) -> str | None:
         """Why a command that needs a live session cannot run now, or None."""

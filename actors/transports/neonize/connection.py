@@ -25,7 +25,9 @@ exists. After a final event the child is ended in the background. close() return
 once too; the stop sequence (process.py) runs on its own thread, and the future close()
 returned resolves once the child is reaped and the reader is done. In between only
 traffic (IncomingMessage, Receipt) is still emitted: whatsmeow has acked it, nobody
-resends it.
+resends it (the child drains neonize's queue before it stops, child.py). Requests still
+pending are answered by the child or failed at its end, never at close(): a send the
+child has already handed to Go must come back `unconfirmed`, not retryable (link.py).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from ..proxy import validate_proxy
 from . import wire
 from .child_events import ChildEvents
 from .commands import Commands
-from .link import Link
+from .link import RUN_TIMEOUT, Link
 from .process import ChildProcess
 from .spawner import ChildTarget, child_entry, spawn
 from .translate import Translator
@@ -51,7 +53,8 @@ log = logging.getLogger("switchboard.neonize")
 
 DB_NAME = "whatsapp.sqlite3"
 DB_FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal")
-COMMAND_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 60.0          # a command not yet started by the child after this: retryable
+SEND_TIMEOUT = RUN_TIMEOUT      # a started one with no answer after this: unconfirmed (> 75 s)
 _generations = itertools.count(1)
 
 
@@ -68,7 +71,8 @@ class NeonizeConnection(ChildEvents, Commands):
                  device_name: str = "Switchboard", proxy: str | None = None,
                  go_log_level: str = "WARNING", stop_grace: float = 3.0,
                  connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT, generation: int | None = None,
+                 command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
+                 generation: int | None = None,
                  child_target: ChildTarget | None = None) -> None:
         """`child_target` replaces the neonize child (tests use it to get a child that
         ignores "stop" and SIGTERM); it must be importable by name in a spawned process."""
@@ -83,6 +87,7 @@ class NeonizeConnection(ChildEvents, Commands):
         self._grace = float(stop_grace)
         self._connect_deadline = connect_deadline
         self._command_timeout = float(command_timeout)
+        self._send_timeout = float(send_timeout)
         self._child_target = child_target or child_entry
 
         # _lock guards the state below and is held while calling emit, so that close()
@@ -145,6 +150,7 @@ class NeonizeConnection(ChildEvents, Commands):
             return
         proc, pipe = spawning.result()
         link = Link(pipe, name=self.company_id, command_timeout=self._command_timeout,
+                    run_timeout=self._send_timeout,
                     on_message=self._on_child_event, on_eof=self._on_child_gone)
         with self._lock:
             self._child, self._link, self.pid = ChildProcess(proc), link, proc.pid
@@ -179,8 +185,6 @@ class NeonizeConnection(ChildEvents, Commands):
             never_opened = not self._opened
             running = self._child is not None
             spawning = self._spawning
-        if self._link is not None:
-            self._link.fail_pending(wire.NOT_CONNECTED, "connection closed")
         if never_opened:
             self._finish()
         elif running:

@@ -5,16 +5,50 @@ Pure: no Go calls, no client state, so it is unit-tested with hand-built protobu
 the functions: importing this module is cheap and never loads the Go runtime.
 
 What is normalised here and why: a message's sender phone comes from the phone-number
-JID or, for LID addressing, from SenderAlt; a 1:1 chat with a LID peer is answered on
-the phone JID; timestamps become Unix seconds; `kind` tells user content from protocol
-traffic so the gateway can drop the latter.
+JID or, for LID addressing, from SenderAlt, else from the client's LID store (whatsmeow
+keeps the LID<->phone map it learnt; `pn_for_lid`, a look-up handed in, so the mapping
+itself stays pure); a 1:1 chat with a LID peer is answered on the phone JID, and a
+receipt's LID chat is reported as the phone JID too; timestamps become Unix seconds;
+`kind` tells user content from protocol traffic so the gateway can drop the latter.
 """
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable
 
 from . import wire
+
+PnForLid = Callable[[str], str]     # LID user part -> phone digits, "" if unknown
+
+log = logging.getLogger("switchboard.neonize.child")
+
+
+def _no_lookup(_lid_user: str) -> str:
+    return ""
+
+
+def store_lookup(client: Any) -> PnForLid:
+    """A PnForLid that asks the client's LID store (neonize NewClient.get_pn_from_lid ->
+    whatsmeow Store.LIDs.GetPNForLID: a cached local map, no network). Child side only."""
+    from neonize.proto.Neonize_pb2 import JID
+
+    def lookup(lid_user: str) -> str:
+        try:
+            # An unpaired device has no LID store: neonize's GetPNFromLID would then
+            # dereference nil and panic the whole process (measured). `client.me` is set by
+            # neonize's Device event, which waits until the device has its ID (FetchMe).
+            me = getattr(client, "me", None)
+            if me is None or not me.HasField("JID") or not me.JID.User:
+                return ""
+            pn = client.get_pn_from_lid(JID(User=lid_user, Server="lid", Device=0, RawAgent=0,
+                                            Integrator=0, IsEmpty=False))
+        except Exception as exc:                 # GetJIDFromStoreError, a store fault
+            log.debug("no phone for %s@lid: %s", lid_user, exc)
+            return ""
+        return user_digits(pn)
+
+    return lookup
 
 _USER_SERVERS = ("s.whatsapp.net", "c.us")
 # Message fields that carry no user content: key distribution and context metadata ride
@@ -69,17 +103,25 @@ def _message_kind(message: Any) -> str:
     return "other"
 
 
-def normalise_message(ev: Any) -> dict:
+def _phone_of(jid: Any, alt: Any, pn_for_lid: PnForLid) -> str:
+    """The phone digits behind `jid`: itself if a phone JID, else the alternate (SenderAlt),
+    else, for a LID, what the LID store knows."""
+    phone = user_digits(jid)
+    if not phone and alt is not None and alt.User:
+        phone = user_digits(alt)                 # LID addressing: the phone rides in the alt
+    if not phone and jid is not None and jid.Server == "lid" and jid.User:
+        phone = pn_for_lid(jid.User.split(":", 1)[0])
+    return phone
+
+
+def normalise_message(ev: Any, pn_for_lid: PnForLid = _no_lookup) -> dict:
     from neonize.utils import extract_text
 
     info = ev.Info
     src = info.MessageSource
     sender = src.Sender
-    phone = user_digits(sender)
     sender_alt = _jid_str(src.SenderAlt) if _has_jid(src, "SenderAlt") else ""
-    if not phone and _has_jid(src, "SenderAlt"):
-        # LID addressing: Sender is an opaque `<digits>@lid`; the phone JID rides in SenderAlt.
-        phone = user_digits(src.SenderAlt)
+    phone = _phone_of(sender, src.SenderAlt if _has_jid(src, "SenderAlt") else None, pn_for_lid)
     chat = _jid_str(src.Chat)
     if (not src.IsGroup and src.Chat.Server == "lid" and src.Chat.User == sender.User
             and phone and not src.IsFromMe):
@@ -119,11 +161,19 @@ def _reason_name(msg: Any, field: str = "Reason") -> str:
         return f"CODE_{value}"
 
 
-def _receipt(ev: Any) -> dict:
+def _receipt(ev: Any, pn_for_lid: PnForLid = _no_lookup) -> dict:
     src = ev.MessageSource
     kind = type(ev).ReceiptType.Name(ev.Type).lower() if ev.HasField("Type") else "unknown"
-    return {"type": wire.RECEIPT, "ids": list(ev.MessageIDs), "chat": _jid_str(src.Chat),
-            "sender": _jid_str(src.Sender), "kind": kind,
+    chat = _jid_str(src.Chat)
+    # whatsmeow sends DMs to the contact's LID (send.go), so a 1:1 receipt's chat is
+    # usually `<lid>@lid`: report the phone JID the message was sent to.
+    if not src.IsGroup and src.Chat.Server == "lid":
+        alt = src.SenderAlt if _has_jid(src, "SenderAlt") and src.Sender.User == src.Chat.User else None
+        phone = _phone_of(src.Chat, alt, pn_for_lid)
+        if phone:
+            chat = f"{phone}@s.whatsapp.net"
+    return {"type": wire.RECEIPT, "ids": list(ev.MessageIDs), "chat": chat,
+            "chat_jid": _jid_str(src.Chat), "sender": _jid_str(src.Sender), "kind": kind,
             "timestamp": float(ev.Timestamp), "from_me": bool(src.IsFromMe)}
 
 
@@ -134,10 +184,37 @@ def _pair_status(ev: Any) -> dict:
     return {"type": wire.PAIR_ERROR, "error": ev.Error or "pairing failed"}
 
 
+def _raw_reason(node: Any) -> int:
+    """The `reason` attribute of the raw <failure> node (whatsmeow reads it the same way,
+    connectionevents.go handleConnectFailure); 0 if absent."""
+    for attr in node.Attrs:
+        if attr.name == "reason":
+            value = attr.text if attr.WhichOneof("Value") == "text" else attr.integer
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return 0
+    return 0
+
+
 def _connect_failure(ev: Any) -> dict:
+    # neonize's enum lacks 413, 414, 415 and 418 (its encoder leaves Reason unset for them):
+    # the raw node still carries WhatsApp's number.
     name = _reason_name(ev)
-    return {"type": wire.CONNECT_FAILURE, "reason": name,
-            "status": wire.FAILURE_STATUS.get(name, 0), "message": ev.Message}
+    status = wire.FAILURE_STATUS.get(name, 0)
+    if not status and ev.HasField("Raw"):
+        status = _raw_reason(ev.Raw)
+        name = wire.FAILURE_NAME.get(status, f"CODE_{status}" if status else name)
+    return {"type": wire.CONNECT_FAILURE, "reason": name, "status": status, "message": ev.Message}
+
+
+def _logged_out(ev: Any) -> dict:
+    # OnConnect: a <failure> with 401/403/406 (the reason is set); else a stream error
+    # 401 or conflict device_removed (connectionevents.go): no reason, it is an unlink.
+    name = _reason_name(ev)
+    status = wire.FAILURE_STATUS.get(name, 0) if ev.OnConnect else 0
+    return {"type": wire.LOGGED_OUT, "reason": name, "on_connect": bool(ev.OnConnect),
+            "status": status or wire.FAILURE_STATUS["LOGGED_OUT"]}
 
 
 def _temporary_ban(ev: Any) -> dict:
@@ -155,8 +232,7 @@ _MAPPERS: dict[str, Callable[[Any], dict]] = {
     "ReceiptEv": _receipt,
     "QREv": lambda ev: {"type": wire.QR_CODES, "codes": list(ev.Codes)},
     "PairStatusEv": _pair_status,
-    "LoggedOutEv": lambda ev: {"type": wire.LOGGED_OUT, "reason": _reason_name(ev),
-                               "on_connect": bool(ev.OnConnect)},
+    "LoggedOutEv": _logged_out,
     "ConnectFailureEv": _connect_failure,
     "TemporaryBanEv": _temporary_ban,
     "KeepAliveTimeoutEv": lambda ev: {"type": wire.KEEPALIVE_TIMEOUT, "error_count": int(ev.ErrorCount),
@@ -172,19 +248,24 @@ _MAPPERS: dict[str, Callable[[Any], dict]] = {
 # The events the child subscribes to. QREv is not one: neonize buffers it until paired,
 # so live codes come from the client's qr callback instead.
 FORWARDED = tuple(name for name in _MAPPERS if name != "QREv")
+_IDENTITY_MAPPERS = {"MessageEv", "ReceiptEv"}      # these take the pn_for_lid look-up
 
 
-def map_event(ev: Any) -> dict | None:
+def map_event(ev: Any, pn_for_lid: PnForLid = _no_lookup) -> dict | None:
     """neonize protobuf event -> plain picklable dict, or None for events we don't forward.
 
-    Pure: no Go calls, no client state. Unit-tested with hand-built protobufs.
+    Pure but for `pn_for_lid` (the child hands in store_lookup(client); tests a dict).
+    Unit-tested with hand-built protobufs.
     """
-    mapper = _by_class().get(type(ev))
-    return mapper(ev) if mapper is not None else None
+    found = _by_class().get(type(ev))
+    if found is None:
+        return None
+    mapper, takes_lookup = found
+    return mapper(ev, pn_for_lid) if takes_lookup else mapper(ev)
 
 
 @functools.cache
-def _by_class() -> dict[type, Callable[[Any], dict]]:
+def _by_class() -> dict[type, tuple[Callable[..., dict], bool]]:
     import neonize.events as nev
 
-    return {getattr(nev, name): mapper for name, mapper in _MAPPERS.items()}
+    return {getattr(nev, name): (mapper, name in _IDENTITY_MAPPERS) for name, mapper in _MAPPERS.items()}

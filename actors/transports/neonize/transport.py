@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...connection import EmitFn
 from ..proxy import validate_proxy
-from .connection import COMMAND_TIMEOUT, DB_FILES, NeonizeConnection
+from .connection import COMMAND_TIMEOUT, DB_FILES, SEND_TIMEOUT, NeonizeConnection
 
 log = logging.getLogger("switchboard.neonize")
 
@@ -25,7 +25,7 @@ class NeonizeTransport:
     def __init__(self, *, device_name: str = "Switchboard", proxy: str | None = None,
                  proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
                  stop_grace: float = 3.0, connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT) -> None:
+                 command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT) -> None:
         self.device_name = device_name
         self.proxy = validate_proxy(proxy)
         self.proxies = {company: validate_proxy(url) for company, url in (proxies or {}).items()}
@@ -33,6 +33,7 @@ class NeonizeTransport:
         self.stop_grace = stop_grace
         self.connect_deadline = connect_deadline
         self.command_timeout = command_timeout
+        self.send_timeout = send_timeout
         self._lock = threading.Lock()
         self._connections: set[NeonizeConnection] = set()     # until each one is gone
 
@@ -42,7 +43,8 @@ class NeonizeTransport:
         conn = NeonizeConnection(company_id, Path(company_dir), emit, device_name=self.device_name,
                                  proxy=proxy, go_log_level=self.go_log_level,
                                  stop_grace=self.stop_grace, connect_deadline=self.connect_deadline,
-                                 command_timeout=self.command_timeout)
+                                 command_timeout=self.command_timeout,
+                                 send_timeout=self.send_timeout)
         with self._lock:
             self._connections.add(conn)
         conn.gone().add_done_callback(lambda _f: self._discard(conn))
