@@ -55,7 +55,7 @@ class Config:
     api_key: str | None = None                 # the client commands' key (else the admin key)
     # the durable event log and its sinks (supervision/eventlog.py, sinks/)
     events_fsync: str | None = None            # always | interval | never; None: interval (always if fsync)
-    events_max_mb: int = 256                   # retention: the log's size on disk
+    events_max_mb: int = 64                    # retention: the log's size on disk
     redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
     redis_stream_maxlen: int = DEFAULT_MAXLEN
     idempotency_keys: int = 1000               # the idempotency window, per company (see README)

@@ -192,3 +192,17 @@ def test_a_full_disk_mid_record_leaves_no_torn_line_and_the_id_unseen(tmp_path):
     assert log.append("acme", "message", {"id": "FULL"}).seq == 2
     log.close()
     assert [e.data["id"] for e in read_all(EventLog(tmp_path))] == ["m0", "FULL"]
+
+
+def test_ids_of_any_alphabet_are_deduplicated_after_a_restart(tmp_path):
+    odd = ['a"b\\c', "ü-идентификатор-😀", "x,\"data\":{\"id\":\"y\"}", "", " "]
+    log = EventLog(tmp_path)
+    for message_id in odd:
+        assert log.append("acme", "message", {"id": message_id, "text": "t"}) is not None
+    log.append(None, "message", {"id": "no company"})
+    log.close()
+    log = EventLog(tmp_path)
+    assert all(log.append("acme", "message", {"id": m}) is None for m in odd)
+    assert log.append(None, "message", {"id": "no company"}) is None
+    assert log.append("other", "message", {"id": odd[0]}) is not None
+    log.close()
