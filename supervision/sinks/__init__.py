@@ -11,7 +11,8 @@ A sink is any object with:
     name: str                      its cursor's name: letters, digits, `.`, `_`, `-`
     __call__(event) -> None        deliver one event; raise to have it retried (with backoff)
     close() -> None                release what it holds (after its thread stopped)
-and optionally `deliver_batch(events)` (all or nothing), `interrupt()` (end a wait inside a
+and optionally `save_every` (an int: save the cursor after that many events),
+`deliver_batch(events)` (all or nothing), `interrupt()` (end a wait inside a
 call at once: raise SinkStopping from it) and `attach(delivery)`.
 `Switchboard(sinks=[factory])` takes factories: `factory(data_dir) -> Sink`.
 """
@@ -61,6 +62,11 @@ class Cursor:
         self.path = path
         self.seq = default
         self.saved = None
+        self._tmp = path.with_suffix(".tmp")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            pass                 # save() says why
         try:
             self.seq = self.saved = int(json.loads(path.read_text(encoding="utf-8"))["seq"])
         except FileNotFoundError:
@@ -72,12 +78,13 @@ class Cursor:
     def save(self) -> None:
         if self.saved == self.seq:
             return
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"seq": self.seq}))
-            os.replace(tmp, self.path)
+        try:          # write a new file and rename it over the old: whole or not at all
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b'{"seq": %d}' % self.seq)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
             self.saved = self.seq
         except OSError:
             log.exception("could not save sink cursor %s; a restart repeats more events", self.path)
@@ -104,6 +111,7 @@ class SinkRunner:
         self.name = sink.name
         self._log = event_log
         self.cursor = Cursor(cursor_path(event_log, self.name), default=event_log.head)
+        save_every = getattr(sink, "save_every", save_every)       # a sink may want fewer repeats after a crash
         self._batch, self._save_every, self._save_interval, self._retry = batch, save_every, save_interval, retry
         self._stop = threading.Event()
         self.failures = 0
@@ -136,22 +144,27 @@ class SinkRunner:
 
     def _run(self) -> None:
         reader = self._log.reader(self.cursor.seq)
-        unsaved, saved_at = 0, time.monotonic()
+        self._unsaved, self._saved_at = 0, time.monotonic()
         while not self._stop.is_set():
             if reader.reset:
                 self._report_gap(reader)
             batch = reader.read(self._batch)
             if not batch:
-                self.cursor.save()
-                unsaved, saved_at = 0, time.monotonic()
+                self._save()
                 self._log.wait(reader.position, 0.5)
                 continue
             if not self._deliver(batch):
                 return
-            unsaved += len(batch)
-            if unsaved >= self._save_every or time.monotonic() - saved_at >= self._save_interval:
-                self.cursor.save()
-                unsaved, saved_at = 0, time.monotonic()
+
+    def _save(self) -> None:
+        self.cursor.save()
+        self._unsaved, self._saved_at = 0, time.monotonic()
+
+    def _advance(self, seq: int, count: int) -> None:
+        self.cursor.seq = seq
+        self._unsaved += count
+        if self._unsaved >= self._save_every or time.monotonic() - self._saved_at >= self._save_interval:
+            self._save()
 
     def _report_gap(self, reader: Any) -> None:
         missed = max(0, reader.position - reader.reset_from)
@@ -186,5 +199,5 @@ class SinkRunner:
                                     self.name, unit[0].seq, attempt, exc)
                     if self._stop.wait(self._retry.delay(attempt - 1)):
                         return False
-            self.cursor.seq = unit[-1].seq
+            self._advance(unit[-1].seq, len(unit))
         return True

@@ -106,6 +106,10 @@ Post = Callable[[str, bytes, dict[str, str], float], tuple[int, dict[str, str]]]
 
 
 class WebhookSink:
+    # The cursor is saved every 10 deliveries (a file write and rename each): a killed
+    # gateway repeats at most those and the POST it had in flight.
+    save_every = 10
+
     @classmethod
     def factory(cls, config: WebhookConfig) -> Callable[[Path], Sink]:
         """For `Switchboard(sinks=[WebhookSink.factory(config)])`: the global webhook."""
