@@ -224,3 +224,16 @@ def test_the_cli_lists_and_replays_dead_letters(tmp_path):
     finally:
         gateway.stop()
         r.close()
+
+
+def test_deleting_a_session_deletes_its_webhook(tmp_path):
+    r = Receiver()
+    with running_board(tmp_path / "data") as board:
+        with serving(build_app(board, tmp_path / "data")) as server:
+            http = Http(server.url)
+            connect_session(http, "962302")
+            assert http.request("PUT", "/api/whatsapp/sessions/962302/webhook", {"url": r.url})[0] == 200
+            assert http.delete("/api/whatsapp/sessions/962302")[0] == 200
+            assert board.delivery.webhook("962302") is None and "webhook-962302" not in board.delivery.runners
+            assert json.loads((tmp_path / "data" / "webhooks.json").read_text()) == {}
+    r.close()
