@@ -41,6 +41,34 @@ class Delivery:
         for company_id, config in self._load_webhooks().items():
             self._company_webhooks[company_id] = config
             self.add_sink(WebhookSink(config, company_id=company_id))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """A data directory of the design before the event log: the webhook deliveries it
+        had not confirmed (`webhooks.jsonl`) are appended to the log, so the sinks deliver
+        them; the ids of `<company>/inbound-seen.jsonl` count as seen. Each file is renamed
+        `*.migrated` once done."""
+        from switchboard.actors.journal import Journal
+        old = self.data_dir / "webhooks.jsonl"
+        if old.exists():
+            pending: dict[str, dict[str, Any]] = {}
+            for record in Journal(old).read():
+                if record.get("op") == "add" and isinstance(record.get("body"), dict):
+                    pending[str(record.get("key"))] = record["body"]
+                elif record.get("op") == "done":
+                    pending.pop(str(record.get("key")), None)
+            for body in pending.values():
+                try:
+                    self.log.append(body.get("companyId"), str(body.get("event")), dict(body.get("data") or {}))
+                except (OSError, ValueError, TypeError):
+                    log.exception("migrating %s: a pending webhook delivery could not be logged", old)
+                    return
+            old.rename(old.with_name("webhooks.jsonl.migrated"))
+            log.warning("migrated %d unconfirmed webhook deliveries from %s into the event log", len(pending), old)
+        for seen in self.data_dir.glob("*/inbound-seen.jsonl"):
+            ids = [str(r.get("id")) for r in Journal(seen).read() if r.get("id") is not None]
+            self.log.remember(seen.parent.name, ids)
+            seen.rename(seen.with_name("inbound-seen.jsonl.migrated"))
 
     def add_sink(self, sink: Sink) -> SinkRunner:
         attach = getattr(sink, "attach", None)

@@ -52,7 +52,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from switchboard.actors.clock import iso
 
@@ -162,6 +162,12 @@ class EventLog:
         with self._changed:
             self._changed.notify_all()
         return event
+
+    def remember(self, company_id: str | None, message_ids: Iterable[str]) -> None:
+        """Count ids as seen without an event (migrating a dedupe file of an older version)."""
+        with self._lock:
+            for message_id in message_ids:
+                self._remember(company_id, message_id)
 
     def seen(self, company_id: str | None, message_id: str) -> bool:
         with self._lock:

@@ -237,3 +237,23 @@ def test_deleting_a_session_deletes_its_webhook(tmp_path):
             assert board.delivery.webhook("962302") is None and "webhook-962302" not in board.delivery.runners
             assert json.loads((tmp_path / "data" / "webhooks.json").read_text()) == {}
     r.close()
+
+
+def test_a_data_directory_of_the_old_design_is_migrated(tmp_path):
+    data = tmp_path / "data"
+    (data / "acme").mkdir(parents=True)
+    body = {"event": "message", "companyId": "acme", "id": "acme:message:OLD1", "timestamp": "t",
+            "data": {"id": "OLD1", "text": "never confirmed"}}
+    (data / "webhooks.jsonl").write_text(json.dumps({"op": "add", "key": "k1", "body": body}) + "\n"
+                                         + json.dumps({"op": "add", "key": "k2", "body": {**body, "data": {"id": "X"}}})
+                                         + "\n" + json.dumps({"op": "done", "key": "k2"}) + "\n")
+    (data / "acme" / "inbound-seen.jsonl").write_text('{"id": "SEEN1"}\n')
+    r = Receiver()
+    d = Delivery(data)
+    d.start([WebhookSink.factory(WebhookConfig(r.url, retry=FAST_RETRY))])
+    r.wait(lambda rs: any(req[4] == 200 for req in rs))
+    assert [p["data"]["text"] for p in r.delivered()] == ["never confirmed"]
+    assert d.log.seen("acme", "SEEN1") and d.log.append("acme", "message", {"id": "SEEN1"}) is None
+    assert (data / "webhooks.jsonl.migrated").exists() and not (data / "webhooks.jsonl").exists()
+    d.close()
+    r.close()
