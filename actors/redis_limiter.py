@@ -67,6 +67,7 @@ return n
 """
 
 RETRY_REDIS_AFTER = 5.0     # seconds on the fallback before Redis is tried again
+STILL_DOWN_EVERY = 60.0     # while on the fallback, the warning is repeated this often
 ON_FALLBACK: set[str] = set()     # companies whose limiter counts in memory now (the metric)
 
 
@@ -87,6 +88,7 @@ class RedisLimiter:
         self._owed = False                 # sends counted in memory that Redis has not seen yet
         self._window: collections.deque[tuple[float, str, str]] = collections.deque()   # (at, recipient, member)
         self.written_back = 0
+        self._warned_at = float("-inf")
 
     @property
     def using_fallback(self) -> bool:
@@ -104,9 +106,12 @@ class RedisLimiter:
                 keys=[self._key, f"{self._key}:to:{recipient}"],
                 args=[self.limit.max_messages, int(self.limit.window * 1000), self.limit.per_recipient_max, member])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if not self._owed:
-                log.warning("Redis unreachable for the rate limit of %s (%s); counting in memory, retrying Redis "
-                            "every %g s", self.company_id, exc, RETRY_REDIS_AFTER)
+            now = self._clock()
+            if not self._owed or now - self._warned_at >= STILL_DOWN_EVERY:
+                self._warned_at = now
+                log.warning("Redis unreachable for the rate limit of %s (%s); counting in memory (%d send(s) of "
+                            "the window so far), retrying Redis every %g s", self.company_id, exc, len(self._window),
+                            RETRY_REDIS_AFTER)
             self._down_until = self._clock() + RETRY_REDIS_AFTER
             self._owed = True
             ON_FALLBACK.add(self.company_id)
