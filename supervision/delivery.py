@@ -82,8 +82,8 @@ class Delivery:
 
     def remove_sink(self, name: str, *, forget: bool = False) -> None:
         """Stop a sink without waiting for a request it has in flight (a slow endpoint must
-        not hold up the API call that replaces or deletes it). Its progress is saved now,
-        for a replacement (one event in flight may then be delivered twice), or deleted."""
+        not hold up the API call that deletes it): its thread ends by itself after that
+        request, closing the sink. Its progress is saved now, or deleted (`forget`)."""
         with self._lock:
             runner = self.runners.pop(name, None)
         if runner is None:
@@ -91,8 +91,7 @@ class Delivery:
         runner.cursor.save()
         if forget:
             runner.cursor.delete()
-        threading.Thread(target=runner.close, kwargs={"save": False}, name=f"switchboard-sink-stop-{name}",
-                         daemon=True).start()
+        runner.abandon()
 
     def close(self) -> None:
         with self._lock:
@@ -118,8 +117,11 @@ class Delivery:
         with self._lock:
             self._company_webhooks[company_id] = config
             self._save_webhooks()
-        self.remove_sink(f"webhook-{company_id}")
-        self.add_sink(WebhookSink(config, company_id=company_id))
+            runner = self.runners.get(f"webhook-{company_id}")
+        if runner is not None:
+            runner.sink.reconfigure(config)      # the same thread and cursor: no thread per PUT
+        else:
+            self.add_sink(WebhookSink(config, company_id=company_id))
         return config
 
     def delete_webhook(self, company_id: str) -> bool:

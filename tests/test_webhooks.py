@@ -257,3 +257,21 @@ def test_a_data_directory_of_the_old_design_is_migrated(tmp_path):
     assert (data / "webhooks.jsonl.migrated").exists() and not (data / "webhooks.jsonl").exists()
     d.close()
     r.close()
+
+
+def test_replacing_a_webhook_again_and_again_starts_no_threads(tmp_path):
+    import threading as t
+    r = Receiver()
+    d = delivery_with(tmp_path)
+    d.set_webhook("acme", "http://127.0.0.1:9/unreachable", None, None)
+    before = t.active_count()
+    for n in range(50):
+        d.set_webhook("acme", f"http://127.0.0.1:9/{n}", None, None)
+    assert t.active_count() <= before
+    d.set_webhook("acme", r.url, None, ["message"])
+    message(d)
+    assert wait_until(lambda: len(r.delivered()) == 1)            # the last one is the one in use
+    d.delete_webhook("acme")
+    assert wait_until(lambda: t.active_count() < before + 1)
+    d.close()
+    r.close()

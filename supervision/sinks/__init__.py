@@ -116,6 +116,7 @@ class SinkRunner:
         self._stop = threading.Event()
         self.failures = 0
         self.skipped = 0          # events retention deleted before this sink read them
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name=f"switchboard-sink-{self.name}", daemon=True)
         self._thread.start()
 
@@ -135,6 +136,12 @@ class SinkRunner:
         if save:
             self.cursor.save()
 
+    def abandon(self) -> None:
+        """Stop without waiting: the thread closes the sink itself once its call returns, and
+        never writes the cursor again (it may belong to a new sink of the same name)."""
+        self._abandoned = True
+        self.stop_soon()
+
     def stop_soon(self) -> None:
         """Ask the thread to stop (without waiting)."""
         self._stop.set()
@@ -143,6 +150,16 @@ class SinkRunner:
             interrupt()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._abandoned:
+                try:
+                    self.sink.close()
+                except Exception:
+                    log.exception("sink %s: close failed", self.name)
+
+    def _loop(self) -> None:
         reader = self._log.reader(self.cursor.seq)
         self._unsaved, self._saved_at = 0, time.monotonic()
         while not self._stop.is_set():
@@ -157,6 +174,8 @@ class SinkRunner:
                 return
 
     def _save(self) -> None:
+        if self._abandoned:
+            return
         self.cursor.save()
         self._unsaved, self._saved_at = 0, time.monotonic()
 

@@ -123,8 +123,14 @@ class WebhookSink:
         self.dead = dead                   # DeadLetters, set by attach() when run by the board
         self._post = post or Poster().post
         self._stop = threading.Event()
+        self._wake = threading.Event()     # a new config: stop waiting, try the new URL
         self.delivered = 0
         self.failed = 0
+
+    def reconfigure(self, config: WebhookConfig) -> None:
+        """A new URL, secret or kinds: the next attempt uses them (a wait is cut short)."""
+        self.config = config
+        self._wake.set()
 
     def attach(self, delivery: Any) -> None:
         self.dead = delivery.dead
@@ -159,7 +165,11 @@ class WebhookSink:
             delay = retry.delay(attempt - 1)
             if wait_hint is not None:
                 delay = min(retry.cap, max(delay, wait_hint))
-            if self._stop.wait(delay):
+            self._wake.clear()
+            deadline = time.monotonic() + delay
+            while not self._wake.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+                self._wake.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            if self._stop.is_set():
                 raise SinkStopping()
 
     def _attempt(self, body: bytes, event: Event, attempt: int) -> tuple[str | None, bool, float | None]:
@@ -184,9 +194,10 @@ class WebhookSink:
 
     def interrupt(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def close(self) -> None:
-        self._stop.set()
+        self.interrupt()
 
 
 def _retry_after(value: str | None) -> float | None:
