@@ -1,4 +1,8 @@
-"""Reconnect backoff: exponential from a base delay, capped, with jitter, bounded attempts."""
+"""Reconnect backoff: exponential from a base delay, capped, with jitter.
+
+A session retries a cause that can heal without end (capped at `cap`); `max_attempts`
+is when operators are told (`reconnect_failed`), not when it stops. Other users of the
+policy (webhook deliveries) do stop at `max_attempts`."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +13,9 @@ import random
 class BackoffPolicy:
     base: float = 5.0            # seconds before the first retry
     factor: float = 2.0
-    cap: float = 60.0            # no delay is ever longer than this
+    cap: float = 300.0           # no delay is ever longer than this
     jitter: float = 0.2          # each delay is shortened by up to this fraction, at random
-    max_attempts: int = 10       # retries before the session is parked as `failed`
+    max_attempts: int = 10       # a session: retries before `reconnect_failed` (and every as many after)
     stable_after: float = 60.0   # connected this long: the attempt counter starts over
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:

@@ -95,6 +95,10 @@ class Connector:
         self._closing.pop(generation, None)
         return not self._closing
 
+    def closing(self) -> list[Future]:
+        """The close futures of our links still going away."""
+        return list(self._closing.values())
+
     def release_if_idle(self) -> None:
         """Give up ownership, unless a link of ours still lives (then: on its ConnClosed)
         or is about to (an open waits for that close)."""

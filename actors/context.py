@@ -29,8 +29,16 @@ class SessionSettings:
     logout_timeout: float = 10.0
     fsync: bool = False                # fsync every outbox write (survive power loss, slower)
     max_queued: int = 1000             # pending sends per company before new ones are refused
-    send_timeout: float = 60.0         # a send with no answer this long is tried again
-    close_wait: float = 15.0           # a stopping actor waits this long for its link to be gone
+    # Longer than whatsmeow's own 75 s wait for the server's answer: a send with no answer
+    # this long is settled `unconfirmed` (it may have been delivered), never resent.
+    send_timeout: float = 90.0
+    close_wait: float = 15.0           # a stopping actor waits (and still listens) this long for its link to go
+    reconnect_grace: float = 30.0      # an interrupted link may come back by itself this long
+    # A keep-alive black hole: whatsmeow forces its own reconnect after 3 minutes; let it act first.
+    keepalive_grace: float = 200.0
+    pair_timeout: float = 60.0         # paired, but no Connected this long: reconnect with the stored credentials
+    pair_code_fresh: float = 60.0      # a pairing code asked later into a QR session gets a fresh session
+    pair_code_window: float = 160.0    # whatsmeow's QR session (60 s + 5 x 20 s): a pairing code's lifetime
     idempotency_keys: int = 1000       # Idempotency-Keys remembered per company after their send went out
 
 

@@ -143,8 +143,24 @@ class PumpDue:
 
 
 @dataclasses.dataclass(frozen=True)
+class GraceOver:
+    """The connection of `generation` was interrupted this long without coming back."""
+    generation: int
+    ticket: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PairWatch:
+    """The connection of `generation` paired this long ago: is it connected yet?"""
+    generation: int
+    ticket: int
+
+
+@dataclasses.dataclass(frozen=True)
 class LogoutDue:
-    """WhatsApp confirmed the logout, or it took too long: finish it either way."""
+    """WhatsApp confirmed the logout (`error` None), refused it, or it took too long
+    (`error` says which): finish it either way."""
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

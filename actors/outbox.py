@@ -1,8 +1,14 @@
 """The durable outbox: sends accepted but not yet confirmed by WhatsApp, in order.
 
-Records: {"op": "add", ...entry} when a send is accepted, {"op": "done", "id",
+Records: {"op": "add", ...entry} when a send is accepted, {"op": "sending", "id"} just
+before it is handed to the connection, {"op": "returned", "id"} when the connection
+proved it did not go out (it may be handed over again), {"op": "done", "id",
 "messageId"} once WhatsApp took it, {"op": "failed", "id", "error"} when it can never
-go out. Replaying the file gives the pending sends and the idempotency keys in use.
+go out, {"op": "unconfirmed", "id", "error"} when it may have reached WhatsApp but no
+answer says so. Replaying the file gives the pending sends and the idempotency keys in
+use. An entry still `sending` at replay (the gateway ended mid-send) is unconfirmed:
+never handed over again by itself, because neonize cannot pin WhatsApp's message id
+and a resend could reach the recipient twice.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ from typing import Any
 from .journal import Journal
 from .payload import Payload, fingerprint, from_record
 
+INTERRUPTED_SEND = ("the gateway stopped while WhatsApp had not answered this send; it may have been "
+                    "delivered and is not resent")
 KEYS_KEPT = 1000          # idempotency keys remembered after their send went out
 COMPACT_EVERY = 2000      # records appended before the file is rewritten
 
@@ -53,6 +61,7 @@ class KeyedResult:
     message_id: str | None        # None while the send is pending
     error: str | None = None
     fingerprint: str | None = None    # of the message the key was first used for
+    unconfirmed: bool = False         # the outcome is unknown: `error` says why
 
 
 class Outbox:
@@ -61,8 +70,13 @@ class Outbox:
         self._journal = Journal(path, fsync=fsync)
         self._pending: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
         self._keys: collections.OrderedDict[str, KeyedResult] = collections.OrderedDict()
+        self._sending: set[str] = set()           # pending entries handed to a connection
         for record in self._journal.read():
             self._replay(record)
+        # Handed over before the last stop and never answered: the outcome is unknown.
+        self.recovered_unconfirmed: list[str] = [entry_id for entry_id in self._pending if entry_id in self._sending]
+        for entry_id in self.recovered_unconfirmed:
+            self.unconfirmed(entry_id, INTERRUPTED_SEND)
 
     @staticmethod
     def new_id() -> str:
@@ -93,6 +107,25 @@ class Outbox:
         if entry.key:
             self._remember(entry.key, KeyedResult(entry.id, None, None, entry.fingerprint))
 
+    def sending(self, entry_id: str) -> None:
+        """It is about to be handed to the connection: from now on its outcome may be
+        unknown. If the disk refuses the record it goes out anyway (a crash before its
+        answer could then send it twice, as a lost "done" record could)."""
+        if entry_id in self._pending and entry_id not in self._sending:
+            self._sending.add(entry_id)
+            self._append_or_keep({"op": "sending", "id": entry_id})
+
+    def returned(self, entry_id: str) -> None:
+        """The connection proved it did not go out: it may be handed over again."""
+        if entry_id in self._sending:
+            self._sending.discard(entry_id)
+            self._append_or_keep({"op": "returned", "id": entry_id})
+
+    def unconfirmed(self, entry_id: str, error: str) -> None:
+        """It may have reached WhatsApp, and nothing says whether: it leaves the outbox
+        (never resent by itself), its key remembers that the outcome is unknown."""
+        self._settle(entry_id, None, error, unconfirmed=True)
+
     def done(self, entry_id: str, message_id: str) -> None:
         """WhatsApp took it: it leaves the outbox, its key remembers the message id."""
         self._settle(entry_id, message_id, None)
@@ -101,16 +134,17 @@ class Outbox:
         """It can never go out: it leaves the outbox, its key remembers why."""
         self._settle(entry_id, None, error)
 
-    def _settle(self, entry_id: str, message_id: str | None, error: str | None) -> None:
+    def _settle(self, entry_id: str, message_id: str | None, error: str | None, *, unconfirmed: bool = False) -> None:
         entry = self._pending.pop(entry_id, None)
+        self._sending.discard(entry_id)
         if entry is None:
             return
         if entry.key:
-            self._remember(entry.key, KeyedResult(entry.id, message_id, error, entry.fingerprint))
+            self._remember(entry.key, KeyedResult(entry.id, message_id, error, entry.fingerprint, unconfirmed))
         if error is None:
             self._append_or_keep({"op": "done", "id": entry_id, "messageId": message_id})
         else:
-            self._append_or_keep({"op": "failed", "id": entry_id, "error": error})
+            self._append_or_keep({"op": "unconfirmed" if unconfirmed else "failed", "id": entry_id, "error": error})
 
     def close(self) -> None:
         self._journal.close()
@@ -128,9 +162,10 @@ class Outbox:
 
     def _compact(self) -> None:
         records = [{"op": "key", "key": k, "id": r.id, "messageId": r.message_id, "error": r.error,
-                    "fingerprint": r.fingerprint}
+                    "fingerprint": r.fingerprint, "unconfirmed": r.unconfirmed}
                    for k, r in self._keys.items() if r.message_id is not None or r.error is not None]
         records += [{"op": "add", **e.as_record()} for e in self._pending.values()]
+        records += [{"op": "sending", "id": entry_id} for entry_id in self._pending if entry_id in self._sending]
         self._journal.rewrite(records)
 
     def _remember(self, key: str, result: KeyedResult) -> None:
@@ -149,11 +184,17 @@ class Outbox:
             self._pending[entry.id] = entry
             if entry.key:
                 self._remember(entry.key, KeyedResult(entry.id, None, None, entry.fingerprint))
-        elif op in ("done", "failed"):
+        elif op == "sending":
+            if record.get("id") in self._pending:
+                self._sending.add(record["id"])
+        elif op == "returned":
+            self._sending.discard(record.get("id"))
+        elif op in ("done", "failed", "unconfirmed"):
+            self._sending.discard(record.get("id"))
             entry = self._pending.pop(record.get("id"), None)
             if entry and entry.key:
                 self._remember(entry.key, KeyedResult(entry.id, record.get("messageId"), record.get("error"),
-                                                      entry.fingerprint))
+                                                      entry.fingerprint, op == "unconfirmed"))
         elif op == "key":
             self._remember(record["key"], KeyedResult(record["id"], record.get("messageId"), record.get("error"),
-                                                      record.get("fingerprint")))
+                                                      record.get("fingerprint"), bool(record.get("unconfirmed"))))

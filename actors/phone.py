@@ -5,7 +5,7 @@ import re
 
 _COMPANY_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _PHONE_DECORATION = re.compile(r"[\s()+\-.]")
-_USER_JID = re.compile(r"([0-9]{7,15})(?::[0-9]+)?@(s\.whatsapp\.net|c\.us)")
+_USER_JID = re.compile(r"([1-9][0-9]{6,14})(?::[0-9]+)?@(s\.whatsapp\.net|c\.us)")
 
 USER_SERVER = "s.whatsapp.net"
 
@@ -33,6 +33,11 @@ def normalize_phone(value: object) -> str:
     digits = _PHONE_DECORATION.sub("", text)
     if not (digits.isascii() and digits.isdigit()) or not 7 <= len(digits) <= 15:   # no "²" or "٧"
         raise InvalidInput(f"invalid phone number {text!r}: 7-15 digits expected")
+    if digits.startswith("0"):
+        # No country code starts with 0: this is a national number (0...) or a dialling
+        # prefix (00...). WhatsApp refuses it (whatsmeow: ErrPhoneNumberIsNotInternational).
+        raise InvalidInput(f"invalid phone number {text!r}: write it in international form, country code "
+                           "first, without a leading 0 or 00 (e.g. 79001234567)")
     return digits
 
 

@@ -4,6 +4,8 @@ retry, or the end of a ban), and how many reconnects each cause has caused.
 A session has at most one wake-up pending; each carries a ticket, and a timer whose
 ticket is no longer the pending one (the state changed after it was set) is stale.
 The delays come from the BackoffPolicy; the timers post RetryDue/BanOver to the actor.
+A cause that can heal is retried without end: an outage of any length never strands a
+company. Every `max_attempts` attempts the schedule says operators should be told.
 """
 from __future__ import annotations
 
@@ -32,14 +34,14 @@ class Retries:
         self.by_cause: dict[str, int] = {}
 
     def schedule(self, cause: Cause) -> bool:
-        """Count a reconnect for `cause` and set the next retry; False once attempts are used up."""
+        """Count a reconnect for `cause` and set the next retry. True when this attempt
+        is the `max_attempts`-th (or a multiple of it): time to tell operators."""
         self.by_cause[cause.value] = self.by_cause.get(cause.value, 0) + 1
-        if self.attempts >= self._policy.max_attempts:
-            return False
         delay = self._policy.delay(self.attempts, self._rng)
         self.attempts += 1
         self.retry_in(delay)
-        return True
+        every = max(1, self._policy.max_attempts)
+        return self.attempts % every == 0
 
     def retry_in(self, delay: float) -> None:
         """A retry after `delay` seconds, not counted as an attempt (e.g. a restore's turn)."""

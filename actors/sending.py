@@ -3,10 +3,19 @@ their message id, and the retry decision. Pure bookkeeping: no threads, no conne
 no actor; the SessionActor hands entries to its connection and reports the outcomes.
 
 One send is in flight at a time, so messages leave in the order they were accepted.
+
+A send is handed over at most once unless the connection proves it did not go out
+(SendError.retryable: not connected, failed before the request). neonize cannot pin
+WhatsApp's message id, so a second hand-over after a silent or unknown outcome could
+reach the recipient twice: such a send is settled `unconfirmed` (an event, a count in
+the status, the caller told the outcome is unknown) and never resent by itself. A
+person who knows it did not arrive sends it again, with a new Idempotency-Key.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import logging
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,8 +28,11 @@ from .outbox import KeyedResult, Outbox, OutboxEntry
 from .payload import Payload, fingerprint
 from .phone import USER_SERVER
 
+log = logging.getLogger(__name__)
+
 SEND_RETRIES = 5
 MAX_KEY = 200
+RECENT_UNCONFIRMED = 5        # outbox ids of the latest unconfirmed sends, shown in the status
 
 
 @dataclasses.dataclass
@@ -37,13 +49,21 @@ class SendReceipt:
                 "status": "sent" if self.message_id else "queued"}
 
 
+def is_unconfirmed(error: BaseException) -> bool:
+    """A send error that leaves the outcome unknown. An error that is not a SendError
+    is not known to have happened before the request, so it counts as unknown too."""
+    return getattr(error, "unconfirmed", not isinstance(error, SendError))
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What one answer from the connection means for the queue."""
     sent: str | None = None          # the message id, when WhatsApp took it
     failed: str | None = None        # the error, when it can never go out
+    unconfirmed: str | None = None   # why the outcome is unknown (it is not resent)
     retry_in: float | None = None    # try the same entry again after this many seconds
     entry_id: str = ""
+    late: bool = False               # `sent` answers a send already reported unconfirmed
 
     @property
     def next_may_go(self) -> bool:
@@ -64,9 +84,16 @@ class SendQueue:
         self._max_queued = max_queued
         self._waiters: dict[str, Future] = {}
         self._in_flight: int | None = None        # the dispatch awaiting its answer
+        self._in_flight_entry = ""
         self._in_flight_since = 0.0
         self._dispatches = 0
         self.sent = 0                             # sends WhatsApp took, since the actor started
+        # Sends whose outcome is unknown: since the actor started, plus those found at start
+        # (handed over before the gateway stopped, never answered).
+        self.recovered_unconfirmed = list(self._outbox.recovered_unconfirmed)
+        self.unconfirmed = len(self.recovered_unconfirmed)
+        self.recent_unconfirmed: collections.deque[str] = collections.deque(
+            self.recovered_unconfirmed[-RECENT_UNCONFIRMED:], maxlen=RECENT_UNCONFIRMED)
 
     def __len__(self) -> int:
         return len(self._outbox)
@@ -112,6 +139,8 @@ class SendQueue:
             return None
         self._dispatches += 1
         self._in_flight, self._in_flight_since = self._dispatches, time.monotonic()
+        self._in_flight_entry = entry.id
+        self._outbox.sending(entry.id)          # from here on, a restart must not resend it
         return entry, self._dispatches
 
     def pump(self, conn: Connection, generation: int, tell: Callable[[Any], None]) -> list[Outcome]:
@@ -123,7 +152,7 @@ class SendQueue:
             entry, number = dispatch
             try:
                 future = conn.send(entry.jid, dataclasses.replace(entry.payload, id=whatsapp_id(entry.id)))
-            except Exception as exc:
+            except Exception as exc:         # raised before anything was handed over
                 future = Future()
                 future.set_exception(SendError(str(exc), retryable=True))
             if not future.done():
@@ -138,12 +167,16 @@ class SendQueue:
                 break
         return outcomes
 
-    def stalled(self, timeout: float) -> bool:
-        """A send with no answer for `timeout` seconds: forget it is in flight (True)."""
-        if self._in_flight is not None and time.monotonic() - self._in_flight_since > timeout:
-            self._in_flight = None
-            return True
-        return False
+    def stalled(self, timeout: float) -> Outcome | None:
+        """A send with no answer for `timeout` seconds is settled as unconfirmed (it may
+        still be on its way: never handed over again); the next one may go."""
+        if self._in_flight is None or time.monotonic() - self._in_flight_since <= timeout:
+            return None
+        entry_id = self._in_flight_entry
+        self._in_flight = None
+        return self._settle_unconfirmed(
+            entry_id, f"WhatsApp did not answer within {timeout:g} s; the message may have been delivered "
+                      "and is not resent")
 
     def settle(self, entry_id: str, dispatch: int, future: Future, *, same_link: bool) -> Outcome:
         """Record one answer. `same_link`: the connection that took the send is still the
@@ -157,19 +190,36 @@ class SendQueue:
             self._outbox.done(entry_id, message_id)
             self._resolve(entry_id, result=message_id)
             self.sent += was_pending
+            if not was_pending and entry_id in self.recent_unconfirmed:
+                # It was reported unconfirmed (no answer in time), and WhatsApp took it after all.
+                log.info("a send reported unconfirmed was taken after all: %s -> %s", entry_id, message_id)
+                return Outcome(sent=message_id, entry_id=entry_id, late=True)
             return Outcome(sent=message_id if was_pending else None, entry_id=entry_id)
         entry = self._outbox.get(entry_id)
         if entry is None:
             return Outcome(entry_id=entry_id)
-        retryable = getattr(error, "retryable", True)
-        if retryable and not same_link:
-            return Outcome(entry_id=entry_id)
-        entry.attempts += 1
-        if retryable and entry.attempts < SEND_RETRIES:
-            return Outcome(retry_in=min(30.0, 2.0 ** entry.attempts), entry_id=entry_id)
+        if is_unconfirmed(error):
+            return self._settle_unconfirmed(entry_id, f"the outcome is unknown ({error}); "
+                                                      "the message may have been delivered and is not resent")
+        if error.retryable:
+            self._outbox.returned(entry_id)        # provably nothing left: it may go again
+            if not same_link:
+                return Outcome(entry_id=entry_id)
+            entry.attempts += 1
+            if entry.attempts < SEND_RETRIES:
+                return Outcome(retry_in=min(30.0, 2.0 ** entry.attempts), entry_id=entry_id)
         self._outbox.failed(entry_id, str(error))
         self._resolve(entry_id, error=error)
         return Outcome(failed=str(error), entry_id=entry_id)
+
+    def _settle_unconfirmed(self, entry_id: str, reason: str) -> Outcome:
+        if entry_id not in self._outbox:
+            return Outcome(entry_id=entry_id)
+        self._outbox.unconfirmed(entry_id, reason)
+        self._resolve(entry_id, error=SendError(reason, retryable=False, unconfirmed=True))
+        self.unconfirmed += 1
+        self.recent_unconfirmed.append(entry_id)
+        return Outcome(unconfirmed=reason, entry_id=entry_id)
 
     # ---- giving up ------------------------------------------------------------------------
 
@@ -207,7 +257,7 @@ class SendQueue:
         if known.message_id is not None:
             receipt.delivered.set_result(known.message_id)
         elif known.error is not None:
-            receipt.delivered.set_exception(SendError(known.error, retryable=False))
+            receipt.delivered.set_exception(SendError(known.error, retryable=False, unconfirmed=known.unconfirmed))
         elif known.id in self._waiters:
             receipt.delivered = self._waiters[known.id]
         return receipt

@@ -6,8 +6,10 @@ dispatched through one table: commands asked by session handles, connection even
 What to do with a connection signal is the policy table (lifecycle.py); sends are kept
 by the send queue (sending.py); the right to connect is the Ownership (ownership.py);
 what survives the actor is the record (record.py); readers see the status board
-(status.py). Nothing here blocks on the network: opening and closing a connection
-return at once, and a new connection opens only once the previous one is gone.
+(status.py); what the connection's signals mean is link_events.py; linking a phone is
+pairing.py; what a stopping actor still hears from its closing connection is late.py.
+Nothing here blocks on the network: opening and closing a connection return at once,
+and a new connection opens only once the previous one is gone.
 """
 from __future__ import annotations
 
@@ -22,27 +24,33 @@ from typing import Any, Callable
 import pykka
 
 from . import messages as m
-from .connection import Cause, Connected, ConnectionEvent, IncomingMessage, Paired, QrCode, Receipt
+from .connection import Cause, Interrupted
 from .connector import Connector, Opening
 from .context import SessionContext
 from .errors import SessionUnavailable
 from .inbound import Inbound
 from .kinds import EventKind
-from .lifecycle import POLICY, RESTING, After, accepts_sends, refusal
+from .late import LateMail
+from .lifecycle import RESTING, accepts_sends, refusal
 from .messages import tell_quietly
+from .link_events import LinkEvents
+from .pairing import Pairing
 from .payload import Text
 from .phone import normalize_phone, validate_company_id
 from .record import SessionRecord
 from .retries import Retries
+from .outbox import INTERRUPTED_SEND
 from .sending import Outcome, SendQueue, check_key
 from .state import SessionState
 
 log = logging.getLogger(__name__)
 
 _STATUS = object()       # a command's answer: the status as published after it
+_NOT_TOLD = ("logged out here only: WhatsApp was not told ({why}); the phone may still list this device "
+             "under Linked devices: remove it there")
 
 
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(LinkEvents, pykka.ThreadingActor):
     def __init__(self, company_id: str, ctx: SessionContext, *, supervisor: pykka.ActorRef | None = None,
                  parked_reason: str | None = None, start_delay: float = 0.0) -> None:
         super().__init__()
@@ -60,6 +68,10 @@ class SessionActor(pykka.ThreadingActor):
                                self._tell)
         self._health_tickets = itertools.count(1)
         self._health_ticket = 0
+        self._pairing = Pairing(ctx.settings, ctx.scheduler, self._tell)
+        self._late = LateMail(self.company_id)
+        self._graces = itertools.count(1)
+        self._interrupted: tuple[int, Interrupted, float] | None = None    # (grace ticket, event, grace)
         self._exit_reported = False
         self._logging_out = False
         self._limiter = ctx.make_limiter(self.company_id)
@@ -80,6 +92,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._dir, lambda kind, data: self._ctx.publish(self.company_id, kind, data))
             self._s.record = self._record = record = SessionRecord(self._dir, self.company_id)
             self._s.phone = record.phone
+            for entry_id in self._queue.recovered_unconfirmed:
+                self._publish_outcome(Outcome(unconfirmed=INTERRUPTED_SEND, entry_id=entry_id))
             if self._parked_reason:
                 self._enter("failed", self._parked_reason)
             elif record.desired == "running" and self._start_delay > 0:
@@ -102,7 +116,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         # Stopped (not crashed): its files may be deleted next, so the link must be gone first.
-        self._release(wait=self._settings.close_wait)
+        # Until it is, what it still emits is real traffic that WhatsApp will not send again.
+        self._pairing.cancel(SessionUnavailable("session stopped", state=self._s.state))
+        self._link.close()
+        self._late.drain(self.actor_inbox, self._link.closing(), self._settings.close_wait, self._on_late)
+        self._release()
         self._report_exit(True, "stopped")
 
     def on_failure(self, exc_type, exc, tb) -> None:
@@ -144,9 +162,10 @@ class SessionActor(pykka.ThreadingActor):
     def _crash(self, crash: m.InjectedCrash) -> None:
         raise RuntimeError(crash.reason)
 
-    def _on_logout_due(self, _timer: m.LogoutDue) -> None:
+    def _on_logout_due(self, due: m.LogoutDue) -> None:
         if self._logging_out:
-            self._finish_logout(self._s.error or "logged out by request")
+            self._finish_logout(_NOT_TOLD.format(why=due.error) if due.error else
+                                (self._s.error or "logged out by request"))
 
     # ---- commands ---------------------------------------------------------------------------
 
@@ -181,9 +200,14 @@ class SessionActor(pykka.ThreadingActor):
             # Until WhatsApp confirms (or the timeout), any event or request finishes the logout.
             self._logging_out = True
             self._cancel_timers()
-            conn.logout().add_done_callback(lambda _f: self._tell(m.LogoutDue()))
-            self._ctx.scheduler.call_later(self._settings.logout_timeout, self._tell, m.LogoutDue())
+            conn.logout().add_done_callback(lambda f: self._tell(m.LogoutDue(_logout_error(f))))
+            self._ctx.scheduler.call_later(
+                self._settings.logout_timeout, self._tell,
+                m.LogoutDue(f"it did not confirm within {self._settings.logout_timeout:g} s"))
             self._enter("logged_out", "logged out by request")
+        elif self._s.phone:
+            # Not connected: only the local credentials can go; the phone still lists the device.
+            self._finish_logout(_NOT_TOLD.format(why=f"the session was {self._s.state}"))
         else:
             self._finish_logout("logged out by request")
         return _STATUS
@@ -211,11 +235,16 @@ class SessionActor(pykka.ThreadingActor):
         return len(ids)
 
     def _do_pair_phone(self, cmd: m.PairPhone) -> Future:
+        """A future of a PairingCodeAnswer (pairing.py): from this QR session while it is young, else from a fresh one."""
         phone = normalize_phone(cmd.phone)
         if self._s.state != "qr" or self._link.conn is None:
             raise SessionUnavailable("a pairing code needs a session waiting for a QR scan; start it first",
                                      state=self._s.state)
-        return self._link.conn.pair_phone(phone)
+        if self._pairing.window_is_fresh(self._link.generation):
+            return self._pairing.request(self._link.conn, phone)
+        result = self._pairing.wait_for_fresh_window(phone)
+        self._open()          # the code is asked for on the new session's first QR code
+        return result
 
     def status(self) -> dict[str, Any]:
         """The status as last shown: current between messages (every handler shows its change)."""
@@ -229,60 +258,6 @@ class SessionActor(pykka.ThreadingActor):
                 "ownershipLockHeld": self._link.owner.held,
                 "connectedForSeconds": (round(time.time() - self._s.connected_at, 1)
                                         if self._s.state == "connected" and self._s.connected_at else None)}
-
-    # ---- connection events -------------------------------------------------------------------
-
-    def _on_conn_event(self, message: m.ConnEvent) -> None:
-        event = message.event
-        traffic = isinstance(event, (IncomingMessage, Receipt))
-        # What a closing connection still received is real traffic: keep it (duplicates
-        # are dropped by message id). Anything else only from the live connection.
-        if not traffic and not self._link.is_current(message.generation):
-            return
-        if self._logging_out and not traffic:
-            self._finish_logout(self._s.error or "logged out by request")
-            return
-        handler = _EVENTS.get(type(event), SessionActor._on_ending)
-        handler(self, event)
-
-    def _on_qr(self, event: QrCode) -> None:
-        self._s.show_qr(event)
-        self._enter("qr", None)
-        self._ctx.publish(self.company_id, EventKind.QR, self._s.qr_shown())
-
-    def _on_paired(self, event: Paired) -> None:
-        self._s.link_phone(event.phone)
-        self._ctx.publish(self.company_id, EventKind.PAIRED, {"phone": event.phone})
-
-    def _on_connected(self, event: Connected) -> None:
-        self._s.link_phone(event.phone)
-        self._s.qr = None
-        self._s.connected_at = time.time()
-        self._retries.cancel()
-        self._enter("connected", None)
-        self._ctx.scheduler.call_later(self._settings.backoff.stable_after, self._tell,
-                                       m.StableFor(self._link.generation))
-        self._pump()
-
-    def _on_ending(self, event: ConnectionEvent) -> None:
-        """A signal that ends the connection: the policy table says what follows."""
-        reaction = POLICY[type(event)]
-        self._close_conn()
-        if reaction.after is After.RETRY:
-            if event.retryable:
-                self._schedule_retry(event.reason, event.cause)
-            else:
-                self._give_up(event.reason)
-            return
-        if reaction.stay_down:
-            self._record.update(desired="stopped")
-        if reaction.forget:
-            self._finish_logout(reaction.error.format(reason=event.reason))
-            return
-        delay = self._retries.ban(event.expires_in) if reaction.after is After.WAIT_BAN else 0.0
-        self._enter(reaction.state, reaction.error.format(reason=getattr(event, "reason", ""), delay=delay))
-        if reaction.state in RESTING:
-            self._link.release_if_idle()
 
     # ---- connecting, retrying, giving up -------------------------------------------------------
 
@@ -313,14 +288,24 @@ class SessionActor(pykka.ThreadingActor):
         self._schedule_retry(f"ownership lost: {lost.reason}", Cause.OWNER_BUSY)
 
     def _schedule_retry(self, reason: str, cause: Cause) -> None:
-        if not self._retries.schedule(cause):
-            self._give_up(f"gave up after {self._retries.attempts} reconnect attempts; last error: {reason}")
+        """Reconnect after the backoff, without end for a cause that can heal: an outage of
+        any length never strands a company; operators hear of it every max attempts."""
+        if not cause.retryable:
+            self._give_up(reason)
             return
+        tell_operators = self._retries.schedule(cause)
         self._link.open_after_close = False   # the backoff timer decides when, not the close
         self._enter("reconnecting", reason, cause=cause)
+        if tell_operators:
+            log.warning("[%s] still not connected after %d reconnect attempts (%s); retrying every %g s at most",
+                        self.company_id, self._retries.attempts, reason, self._settings.backoff.cap)
+            self._ctx.publish(self.company_id, EventKind.RECONNECT_FAILED, {
+                "attempts": self._retries.attempts, "error": reason, "cause": cause.value,
+                "nextRetryAt": self._s.published.get("nextRetryAt")})
 
     def _give_up(self, reason: str) -> None:
-        self._record.update(desired="stopped")     # an operator decides; a restart must not retry it
+        # A cause an operator must fix. The desired state stays: a start, a reconnect or a
+        # gateway restart (after the fix, e.g. an upgrade) tries again.
         self._close_conn()
         self._cancel_timers()
         self._enter("failed", reason)
@@ -338,8 +323,10 @@ class SessionActor(pykka.ThreadingActor):
 
     def _close_conn(self) -> None:
         # A send in flight stays in flight: it may still succeed, and sending it again on
-        # the next connection would deliver it twice. Its future always resolves (or times out).
+        # the next connection would deliver it twice. Its future resolves, or the health
+        # check settles it as unconfirmed after send_timeout.
         self._s.qr = None
+        self._interrupted, self._s.interrupted = None, False
         self._link.close()
 
     # ---- timers ---------------------------------------------------------------------------------
@@ -374,10 +361,10 @@ class SessionActor(pykka.ThreadingActor):
         elif self._s.state == "starting" and time.monotonic() - self._link.opened_at > self._settings.connect_timeout:
             self._close_conn()
             self._schedule_retry(f"connect timed out after {self._settings.connect_timeout:g} s", Cause.TIMED_OUT)
-        elif self._s.state == "connected" and len(self._queue):
-            if self._queue.stalled(self._settings.send_timeout):
-                log.warning("[%s] a send got no answer in %g s; trying again", self.company_id,
-                            self._settings.send_timeout)
+        stalled = self._queue.stalled(self._settings.send_timeout)
+        if stalled is not None:
+            self._publish_outcome(stalled)
+        if self._s.state == "connected" and len(self._queue):
             self._pump()
 
     def _cancel_timers(self) -> None:
@@ -402,7 +389,12 @@ class SessionActor(pykka.ThreadingActor):
 
     def _publish_outcome(self, outcome: Outcome) -> None:
         if outcome.sent is not None:
-            self._ctx.publish(self.company_id, EventKind.SENT, {"id": outcome.entry_id, "messageId": outcome.sent})
+            data = {"id": outcome.entry_id, "messageId": outcome.sent}
+            self._ctx.publish(self.company_id, EventKind.SENT, {**data, "late": True} if outcome.late else data)
+        elif outcome.unconfirmed is not None:
+            log.warning("[%s] send %s unconfirmed: %s", self.company_id, outcome.entry_id, outcome.unconfirmed)
+            self._ctx.publish(self.company_id, EventKind.UNCONFIRMED,
+                              {"id": outcome.entry_id, "error": outcome.unconfirmed})
         elif outcome.failed is not None:
             self._ctx.publish(self.company_id, EventKind.FAILED, {"id": outcome.entry_id, "error": outcome.failed})
         elif outcome.retry_in is not None:
@@ -411,11 +403,25 @@ class SessionActor(pykka.ThreadingActor):
     # ---- state and status -------------------------------------------------------------------------
 
     def _tell(self, message: Any) -> None:
-        """The only way other threads reach this actor."""
-        tell_quietly(self.actor_ref, message)
+        """The only way other threads reach this actor (once it stopped: late.py)."""
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            self._late.put(message)
 
     def _enter(self, state: str, error: str | None, *, cause: Cause | None = None) -> None:
         self._s.enter(state, error, self.actor_urn, cause=cause)
+
+
+def _logout_error(future: Future) -> str | None:
+    """Why WhatsApp was not told of a logout (a failed future, or a LogoutResult saying
+    so); None when it was."""
+    if future.exception() is not None:
+        return str(future.exception())
+    result = future.result()
+    if result is not None and not getattr(result, "told_whatsapp", True):
+        return getattr(result, "reason", "") or "no reason given"
+    return None
 
 
 # The one dispatch table: message type -> handler (class-level: one table, not one per actor).
@@ -429,11 +435,6 @@ _HANDLERS: dict[type, Callable[[SessionActor, Any], Any]] = {
     m.RetryDue: SessionActor._on_wake_up, m.BanOver: SessionActor._on_wake_up,
     m.HealthTick: SessionActor._on_health_tick, m.StableFor: SessionActor._on_stable,
     m.PumpDue: SessionActor._on_pump_due, m.LogoutDue: SessionActor._on_logout_due,
+    m.GraceOver: SessionActor._on_grace_over, m.PairWatch: SessionActor._on_pair_watch,
     m.InjectedCrash: SessionActor._crash,
-}
-# Connection events that do not end the connection; every other one goes by the policy table.
-_EVENTS: dict[type, Callable[[SessionActor, Any], None]] = {
-    QrCode: SessionActor._on_qr, Paired: SessionActor._on_paired, Connected: SessionActor._on_connected,
-    IncomingMessage: lambda actor, event: actor._inbound.message(event),
-    Receipt: lambda actor, event: actor._inbound.receipt(event),
 }

@@ -36,6 +36,7 @@ class SessionState:
         self.connected_at: float | None = None
         self.qr: QrCode | None = None
         self.qr_expires_at: float | None = None
+        self.interrupted = False                 # the transport is healing the link by itself
         self.published: dict[str, Any] = {}     # the status as last shown, in the API's shape
         # Set once the actor has opened them (on_start):
         self.record: SessionRecord | None = None
@@ -78,5 +79,8 @@ class SessionState:
             qr_available=self.state == "qr" and self.qr is not None,
             queued=len(self.queue) if self.queue is not None else 0,
             sent=self.queue.sent if self.queue is not None else 0,
-            received=self.inbound.received if self.inbound is not None else 0))
+            received=self.inbound.received if self.inbound is not None else 0,
+            unconfirmed=self.queue.unconfirmed if self.queue is not None else 0,
+            recent_unconfirmed=tuple(self.queue.recent_unconfirmed) if self.queue is not None else (),
+            interrupted=self.interrupted and self.state == "reconnecting"))
         return self.published

@@ -29,6 +29,9 @@ class SessionStatus:
     queued: int = 0
     sent: int = 0
     received: int = 0
+    unconfirmed: int = 0
+    recent_unconfirmed: tuple[str, ...] = ()
+    interrupted: bool = False
 
     def as_api(self) -> dict[str, Any]:
         """The status in the API's shape (camelCase, ISO times)."""
@@ -46,6 +49,12 @@ class SessionStatus:
             "queued": self.queued,
             "messagesSent": self.sent,
             "messagesReceived": self.received,
+            # Sends that may have reached WhatsApp with no answer saying so (never resent):
+            # how many since the session started, and the outbox ids of the latest.
+            "unconfirmed": self.unconfirmed,
+            "lastUnconfirmed": list(self.recent_unconfirmed),
+            # reconnecting while the transport heals the same link (no new connection yet)
+            "interrupted": self.interrupted,
         }
 
 

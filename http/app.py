@@ -19,7 +19,7 @@ import bottle
 
 from switchboard.supervision.board import Switchboard
 
-from . import docs, events, keys as keys_routes, messages, qr_routes, sessions, webhooks
+from . import compat, dashboard, docs, events, keys as keys_routes, messages, qr_routes, sessions, webhooks
 from . import simulator as simulator_routes
 from .auth import ApiKeys
 from .openapi import build_spec
@@ -28,12 +28,13 @@ from .state import AppState, HttpSettings
 
 __all__ = ["AppState", "HttpSettings", "make_app", "routes"]
 
-_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 500, 502, 503)
+_ERROR_CODES = (400, 401, 403, 404, 405, 413, 415, 429, 500, 502, 503)
 
 
 def routes(simulator: bool) -> list[Route]:
     """Every route the app mounts; the simulator's control API only when asked for."""
-    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, webhooks.api]
+    tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, compat.api,
+              dashboard.api, webhooks.api]
     if simulator:
         tables.append(simulator_routes.api)
     return [route for table in tables for route in table]

@@ -45,8 +45,12 @@ class Principal:
 ADMIN = Principal(admin=True, company_id=None, key_id="admin")
 
 
-def _digest(key: str) -> bytes:
+def key_digest(key: str) -> bytes:
+    """A key's SHA-256, the only form in which keys are kept."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+_digest = key_digest
 
 
 def presented_key(environ: dict[str, Any]) -> str | None:
@@ -69,6 +73,7 @@ class ApiKeys:
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
         self._digests: dict[str, tuple[bytes, Principal]] = {}
+        self._revoke_listeners: list = []
         self._load()
 
     # ---- checking ---------------------------------------------------------------------
@@ -85,6 +90,17 @@ class ApiKeys:
         if hmac.compare_digest(digest, self._admin):
             return ADMIN
         return None
+
+    def lookup(self, key_id: str) -> tuple[bytes, Principal] | None:
+        """The digest and principal of a live key by its id ("admin" for the admin key): a
+        dashboard cookie names its key by id, and a revoked key is no longer found."""
+        if key_id == ADMIN.key_id:
+            return self._admin, ADMIN
+        return self._digests.get(key_id)
+
+    def on_revoke(self, callback) -> None:
+        """Call `callback(key_id)` after a key is revoked (to end what it holds open)."""
+        self._revoke_listeners.append(callback)
 
     # ---- managing tenant keys (admin endpoints) ----------------------------------------
 
@@ -113,6 +129,8 @@ class ApiKeys:
             records = {k: v for k, v in self._records.items() if k != key_id}
             self._write(records)
             self._set(records)
+        for callback in list(self._revoke_listeners):
+            callback(key_id)
         return True
 
     # ---- storage --------------------------------------------------------------------
@@ -178,6 +196,91 @@ def load_or_create_admin_key(data_dir: Path | str, env_key: str | None = None) -
         f.write(key + "\n")
     os.replace(tmp, path)
     return key, path, True
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """A 32-byte signing secret kept in `path` (mode 0600), so that signed QR page links and
+    dashboard cookies stay valid across a gateway restart."""
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+        if len(secret) >= 32:
+            return secret
+    except (FileNotFoundError, ValueError):
+        pass
+    secret = secrets.token_bytes(32)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    os.replace(tmp, path)
+    return secret
+
+
+COOKIE_NAME = "sb_session"
+CSRF_HEADER = "HTTP_X_CSRF_TOKEN"
+_COOKIE_VERSION = "sbs1"
+
+
+class WebSessions:
+    """Dashboard sign-in without a key in any URL or script: the browser trades its key once
+    (`POST /api/dashboard/session`) for a signed cookie (HttpOnly, SameSite=Strict) that
+    names the key by id, binds to the key's digest and expires. Each request re-checks the
+    key, so a revoked tenant key's cookie stops working at once. State-changing requests
+    made with the cookie must also carry `X-CSRF-Token` (derived from the cookie): another
+    site can make a browser send the cookie, never that header (no CORS is allowed)."""
+
+    def __init__(self, secret: bytes, lifetime: float = 12 * 3600.0) -> None:
+        self._secret = secret
+        self.lifetime = lifetime
+
+    def issue(self, principal: Principal, digest: bytes, now: float | None = None) -> str:
+        expires = int((now or time.time()) + self.lifetime)
+        body = f"{_COOKIE_VERSION}.{principal.key_id}.{expires}.{self._mac('key', digest.hex(), 12)}"
+        return f"{body}.{self._mac('cookie', body, 24)}"
+
+    def principal(self, cookie: str | None, keys: ApiKeys, now: float | None = None) -> Principal | None:
+        """The live principal of a valid, unexpired cookie whose key still exists."""
+        if not cookie or len(cookie) > 300:
+            return None
+        parts = cookie.split(".")
+        if len(parts) != 5 or parts[0] != _COOKIE_VERSION:
+            return None
+        _, key_id, expires, fingerprint, signature = parts
+        body = ".".join(parts[:4])
+        if not hmac.compare_digest(signature.encode(), self._mac("cookie", body, 24).encode()):
+            return None
+        if not (expires.isascii() and expires.isdigit()) or int(expires) < (now or time.time()):
+            return None
+        found = keys.lookup(key_id)
+        if found is None or not hmac.compare_digest(fingerprint.encode(),
+                                                    self._mac("key", found[0].hex(), 12).encode()):
+            return None
+        return found[1]
+
+    def csrf_token(self, cookie: str) -> str:
+        return self._mac("csrf", cookie, 24)
+
+    def csrf_ok(self, cookie: str, presented: str | None) -> bool:
+        return bool(presented) and hmac.compare_digest(presented.encode("utf-8", "replace"),
+                                                       self.csrf_token(cookie).encode())
+
+    def _mac(self, purpose: str, payload: str, size: int) -> str:
+        mac = hmac.new(self._secret, f"{purpose}:{payload}".encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:size]).decode().rstrip("=")
+
+
+def cookie_value(environ: dict[str, Any]) -> str | None:
+    """The dashboard cookie from the Cookie header (parsed by hand: a malformed header of
+    any alphabet must read as "no cookie", never raise)."""
+    header = environ.get("HTTP_COOKIE")
+    if not header or len(header) > 8192:
+        return None
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == COOKIE_NAME:
+            return value.strip().strip('"') or None
+    return None
 
 
 class PageTokens:

@@ -48,5 +48,6 @@ def prometheus(ctx: AppState, _principal: Principal) -> bytes:
 def json_metrics(ctx: AppState, _principal: Principal) -> dict[str, Any]:
     """The same figures as JSON, in the replaced system's shape."""
     counts = ctx.counters.snapshot()
-    return ok({**ctx.board.metrics(), "rateLimited": sum(counts["rate_limited"].values()),
+    sent, received = ctx.totals.totals()       # never down when a session is deleted or restarted
+    return ok({**ctx.board.metrics(), "messagesSent": sent, "messagesReceived": received, "rateLimited": sum(counts["rate_limited"].values()),
                "reconnectsByReason": counts["reconnects"], "eventStreams": ctx.streams.count})

@@ -48,12 +48,24 @@ def event_stream(ctx: AppState, principal: Principal, company_id: str | None) ->
     if company_id is None and not principal.admin:
         company_id = principal.company_id
     last = parse_last_event_id(request.environ.get("HTTP_LAST_EVENT_ID"), request.query.get("lastEventId"))
-    disconnected = request.environ.get("waitress.client_disconnected") or (lambda: False)
+    client_gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+    keys, key_id = ctx.keys, principal.key_id
+
+    def disconnected() -> bool:
+        # the client went away, or its key was revoked (AppState also wakes such streams at once)
+        return client_gone() or keys.lookup(key_id) is None
+    address = request.environ.get("REMOTE_ADDR") or "-"
+    ctx.shares.open_stream(principal, address)          # a fair share per client address (limits.py)
     try:
         stream = ctx.streams.open(company_id=company_id, kinds=kinds, last_event_id=last, disconnected=disconnected,
                                   tenant=None if principal.admin else principal.key_id)
     except StreamsFull as exc:
+        ctx.shares.close_stream(principal, address)
         raise ApiError(503, str(exc), {"Retry-After": "5"}, retryAfter=5000) from None
+    except BaseException:
+        ctx.shares.close_stream(principal, address)
+        raise
+    stream = ctx.shares.stream_wrapper(principal, address, stream)
     response.content_type = "text/event-stream; charset=utf-8"
     response.set_header("Cache-Control", "no-cache")
     response.set_header("X-Accel-Buffering", "no")

@@ -24,12 +24,16 @@ _ERRORS = (404, 409, 429, 502, 503)
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                 "description": "a retry with the same key does not send twice"}
-_QUEUED = {202: response("Sent", "accepted into the outbox; sent once connected (queued: true)")}
+_QUEUED = {202: response("Sent", "accepted into the outbox; sent once connected (queued: true), or "
+                                 "status unconfirmed: it may have reached WhatsApp but no answer says so, and "
+                                 "it is not resent")}
 
 
 def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
-    """Hand the send to the actor; answer 200 once WhatsApp took it, or 202 while it
-    waits in the outbox (reconnecting, or no ack within send_wait)."""
+    """Hand the send to the actor; answer 200 once WhatsApp took it, 202 while it waits in
+    the outbox (reconnecting, or no ack within send_wait), or 202 `unconfirmed` when it
+    may have reached WhatsApp with no answer saying so: it is not resent (the same
+    Idempotency-Key answers the same again; a new key sends a new message)."""
     receipt = ctx.ask(ctx.handle(company_id), "send", to, text,
                       idempotency_key=request.environ.get("HTTP_IDEMPOTENCY_KEY"))
     base = {"id": receipt.id, "to": receipt.to, "companyId": company_id}
@@ -43,6 +47,9 @@ def send(ctx: AppState, company_id: str, to: str, text: str) -> dict[str, Any]:
         except (concurrent.futures.TimeoutError, SessionUnavailable):
             return ok(queued, 202)
         except Exception as exc:         # the send failed for good (SendError, or a transport's own error)
+            if getattr(exc, "unconfirmed", False):
+                return ok({**base, "queued": False, "messageId": None, "status": "unconfirmed",
+                           "error": str(exc)}, 202)
             raise ApiError(502, f"WhatsApp did not take the message: {exc}", id=receipt.id) from None
     return ok({**base, "queued": False, "messageId": message_id, "status": "sent"})
 

@@ -22,9 +22,9 @@ VERSION = "0.1.0"
 COMPANY_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,50}$", "minLength": 1, "maxLength": 50,
               "example": "962302"}
 PHONE = {"type": "string", "maxLength": 100, "example": "79001234567",
-         "pattern": r"^(\+?[ ()\-.]*([0-9][ ()\-.]*){7,15}|[0-9]{7,15}(:[0-9]+)?@(s\.whatsapp\.net|c\.us))$",
-         "description": "7-15 digits, written with +, spaces, dashes, parentheses, or as a JID "
-                        "(79001234567@s.whatsapp.net)"}
+         "pattern": r"^(\+?[ ()\-.]*[1-9][ ()\-.]*([0-9][ ()\-.]*){6,14}|[1-9][0-9]{6,14}(:[0-9]+)?@(s\.whatsapp\.net|c\.us))$",
+         "description": "7-15 digits in international form (country code first, no leading 0), written "
+                        "with +, spaces, dashes, parentheses, or as a JID (79001234567@s.whatsapp.net)"}
 NULLABLE_STRING = {"type": "string", "nullable": True}
 MESSAGE = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S",
            "description": "the text; not only whitespace"}
@@ -53,11 +53,18 @@ STATUS_PROPS: dict[str, Any] = {
     "queued": {"type": "integer", "minimum": 0},
     "messagesSent": {"type": "integer", "minimum": 0},
     "messagesReceived": {"type": "integer", "minimum": 0},
+    "unconfirmed": {"type": "integer", "minimum": 0,
+                    "description": "sends that may have reached WhatsApp with no answer saying so (not resent)"},
+    "lastUnconfirmed": {"type": "array", "items": {"type": "string"},
+                        "description": "outbox ids of the latest unconfirmed sends"},
+    "interrupted": {"type": "boolean",
+                    "description": "reconnecting while the transport heals the same link (sending paused)"},
 }
 STATUS_REQUIRED = ["companyId", "status", "connected"]
 QR_PROPS = {
     "qr": {**NULLABLE_STRING, "description": "the raw QR string (render it yourself), or null"},
     "qrDataUrl": {**NULLABLE_STRING, "description": "the QR code as a data:image/png;base64 URL"},
+    "qrCode": {**NULLABLE_STRING, "description": "the same PNG data URL, under the replaced system's name"},
     "qrExpiresAt": {**NULLABLE_STRING, "format": "date-time"},
     "pageUrl": {"type": "string", "description": "a browser page with the QR code, valid for 15 minutes "
                                                  "without an API key"},
@@ -68,7 +75,10 @@ SEND_PROPS = {
     "companyId": COMPANY_ID,
     "queued": {"type": "boolean"},
     "messageId": {**NULLABLE_STRING, "description": "WhatsApp's message id once sent"},
-    "status": {"type": "string", "enum": ["sent", "queued"]},
+    "status": {"type": "string", "enum": ["sent", "queued", "unconfirmed"],
+               "description": "unconfirmed: it may have reached WhatsApp, but no answer says so; it is not "
+                              "resent (send it again with a new Idempotency-Key if it did not arrive)"},
+    "error": {"type": "string", "description": "why the outcome is unknown (status unconfirmed)"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -76,16 +86,31 @@ SCHEMAS: dict[str, Any] = {
               "properties": {"success": {"type": "boolean", "enum": [False]}, "error": {"type": "string"},
                              "retryAfter": {"type": "integer", "description": "milliseconds to wait"},
                              "status": {"type": "string", "description": "the session state, when it matters"},
-                             "scope": {"type": "string", "enum": ["company", "recipient"]}}},
-    "Status": _ok(STATUS_PROPS, STATUS_REQUIRED),
+                             "scope": {"type": "string", "enum": ["company", "recipient", "client"],
+                                       "description": "what the limit counts: the company's sends, one "
+                                                      "recipient's, or this client's requests in progress"},
+                             "detail": {"type": "string", "description": "more about the error, beside the "
+                                                                          "replaced system's exact text"},
+                             "qrCode": {**NULLABLE_STRING, "description": "with \"Authentication required\": "
+                                                                          "the QR code to scan, a PNG data URL"}}},
+    "Status": _ok({**STATUS_PROPS, "health": {
+        "type": "object", "description": "the replaced system's shape: connected, and the phone as a JID",
+        "properties": {"healthy": {"type": "boolean"}, "phoneNumber": NULLABLE_STRING}}}, STATUS_REQUIRED),
     "StatusWithQr": _ok({**STATUS_PROPS, **QR_PROPS, "created": {"type": "boolean"}}, STATUS_REQUIRED),
     "Diagnostics": _ok({**STATUS_PROPS, "transport": {"type": "string"}, "connectionAlive": {"type": "boolean"},
                         "reconnectsByReason": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "ownershipLockHeld": {"type": "boolean"},
                         "connectedForSeconds": {"type": "number", "nullable": True}}, STATUS_REQUIRED),
-    "SessionList": _ok({"sessions": {"type": "array", "items": {
+    "SessionList": _ok({"count": {"type": "integer", "minimum": 0}, "sessions": {"type": "array", "items": {
         "type": "object", "required": ["companyId", "status"], "properties": STATUS_PROPS}},
-        "total": {"type": "integer"}}, ["sessions", "total"]),
+        "total": {"type": "integer"},
+        "metrics": {"type": "object", "required": ["totalSessions", "activeConnections", "messagesSent",
+                                                   "messagesReceived"],
+                    "properties": {"totalSessions": {"type": "integer", "minimum": 0},
+                                   "activeConnections": {"type": "integer", "minimum": 0},
+                                   "messagesSent": {"type": "integer", "minimum": 0},
+                                   "messagesReceived": {"type": "integer", "minimum": 0}}}},
+        ["count", "sessions", "total", "metrics"]),
     "Sent": _ok(SEND_PROPS, ["id", "to", "queued", "messageId", "status"]),
     "Health": _ok({"status": {"type": "string", "enum": ["ok"]}, "timestamp": {"type": "string"},
                    "uptimeSeconds": {"type": "number"}}, ["status"]),
@@ -103,7 +128,9 @@ SCHEMAS: dict[str, Any] = {
                    ["totalSessions", "activeConnections", "messagesSent", "messagesReceived"]),
     "Qr": _ok({"companyId": COMPANY_ID, **QR_PROPS}, ["qr", "qrDataUrl"]),
     "PairingCode": _ok({"companyId": COMPANY_ID, "phone": {"type": "string"},
-                        "code": {"type": "string", "example": "ABCD-1234"}, "hint": {"type": "string"}}, ["code"]),
+                        "code": {"type": "string", "example": "ABCD-1234"}, "hint": {"type": "string"},
+                        "expiresAt": {"type": "string", "format": "date-time",
+                                      "description": "when the QR session the code belongs to ends"}}, ["code"]),
     "Removed": _ok({"companyId": COMPANY_ID, "removed": {"type": "boolean"}, "loggedOut": {"type": "boolean"}},
                    ["removed"]),
     "Log": _ok({"records": {"type": "array", "items": {"type": "object"}}, "count": {"type": "integer"}},
@@ -117,6 +144,20 @@ SCHEMAS: dict[str, Any] = {
                       "note": {"type": "string"}}, ["id", "key", "companyId"]),
     "ApiKeyList": _ok({"keys": {"type": "array", "items": _ref("ApiKey")}, "total": {"type": "integer"}}, ["keys"]),
     "Revoked": _ok({"id": {"type": "string"}, "revoked": {"type": "boolean"}}, ["revoked"]),
+    "WebSession": _ok({"admin": {"type": "boolean"}, "companyId": NULLABLE_STRING, "keyId": {"type": "string"},
+                       "csrfToken": {**NULLABLE_STRING, "description": "send as X-CSRF-Token with the cookie"}},
+                      ["admin", "keyId"]),
+    "Activity": _ok({"companyId": NULLABLE_STRING, "messagesSent": {"type": "integer", "minimum": 0},
+                     "messagesReceived": {"type": "integer", "minimum": 0}, "now": {"type": "number"},
+                     "minutes": {"type": "array", "items": {
+                         "type": "object", "required": ["minute", "sent", "received"],
+                         "properties": {"minute": {"type": "integer"}, "sent": {"type": "integer"},
+                                        "received": {"type": "integer"}}}}},
+                    ["minutes", "messagesSent", "messagesReceived"]),
+    "OldHealth": _ok({"companyId": COMPANY_ID, "provider": {"type": "object"}, "redis": {"nullable": True},
+                      "history": {"type": "array", "items": {"type": "object"}},
+                      "recommendations": {"type": "array", "items": {"type": "string"}},
+                      "healthy": {"type": "boolean"}}, ["companyId", "provider", "recommendations"]),
     "Any": _ok({}),
 }
 
@@ -149,19 +190,21 @@ class Operation:
     extra: dict[int, Any] | None = None
     description: str | None = None
     tag: str | None = None           # None: the route module's tag
+    html_errors: bool = False        # errors are HTML pages for a person (the QR page)
 
 
 def op(summary: str, ok: dict[str, Any] | str | None, *, errors: tuple[int, ...] = (),
        body: dict[str, Any] | None = None, body_required: bool = True, params: Iterable[dict[str, Any]] = (),
        status: int = 200, extra: dict[int, Any] | None = None, description: str | None = None,
-       tag: str | None = None) -> Operation:
+       tag: str | None = None, html_errors: bool = False) -> Operation:
     """Declare a route's operation: `@api.post(path, doc=op("Send a text", "Sent", errors=(409,)))`."""
-    return Operation(summary, ok, tuple(errors), body, body_required, tuple(params), status, extra, description, tag)
+    return Operation(summary, ok, tuple(errors), body, body_required, tuple(params), status, extra, description, tag,
+                     html_errors)
 
 
 def _render(operation: Operation, access: str, tag: str) -> dict[str, Any]:
     public, admin = access == "public", access == "admin"
-    codes = set(operation.errors) | {500}
+    codes = set(operation.errors) | {429, 500}      # 429: every caller's share of the threads (limits.py)
     if not public:
         codes |= {401, 403}
     if operation.body is not None:
@@ -177,7 +220,9 @@ def _render(operation: Operation, access: str, tag: str) -> dict[str, Any]:
         headers = {}
         if code in (429, 503):
             headers = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
-        responses[str(code)] = {**_json(_ref("Error"), ERROR_TEXT[code]), **({"headers": headers} if headers else {})}
+        answer = ({"description": ERROR_TEXT[code], "content": {"text/html": {"schema": {"type": "string"}}}}
+                  if operation.html_errors else _json(_ref("Error"), ERROR_TEXT[code]))
+        responses[str(code)] = {**answer, **({"headers": headers} if headers else {})}
     rendered: dict[str, Any] = {"summary": operation.summary, "tags": [tag], "responses": responses}
     if operation.description:
         rendered["description"] = operation.description
@@ -199,8 +244,11 @@ def response(schema: str, description: str) -> dict[str, Any]:
 
 
 def body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """A JSON request body schema."""
-    return {"type": "object", "required": required, "properties": properties}
+    """A JSON request body schema (OpenAPI 3.0 forbids an empty `required` list)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

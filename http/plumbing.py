@@ -30,7 +30,8 @@ from switchboard.actors.phone import InvalidInput, validate_company_id
 from switchboard.actors.ratelimit import RateLimited
 from switchboard.actors.errors import OutboxUnavailable, SessionUnavailable
 
-from .auth import ApiKeys, Principal, presented_key
+from .auth import CSRF_HEADER, ApiKeys, Principal, WebSessions, cookie_value, presented_key
+from .limits import TooMany
 from .openapi import Operation
 
 if TYPE_CHECKING:
@@ -54,12 +55,14 @@ class ApiError(Exception):
 
 
 def not_found(company_id: str) -> ApiError:
-    """The one answer for a session that is missing or belongs to another tenant."""
-    return ApiError(404, f"session {company_id} not found")
+    """The one answer for a session that is missing or belongs to another tenant, in the
+    replaced system's exact words (old clients match on them)."""
+    return ApiError(404, f"Session not found for company {company_id}")
 
 
 def check_visible(principal: Principal | None, company_id: str) -> None:
     """A tenant key sees only its own company; any other answers as if it did not exist."""
+    request.environ["switchboard.company"] = company_id      # for error_for's "Authentication required"
     if principal is not None and not principal.may_access(company_id):
         raise not_found(company_id)
 
@@ -74,6 +77,7 @@ class Route:
     access: str                        # public | any | admin
     doc: Operation
     tag: str
+    html: bool = False                 # errors as an HTML page for a person (the QR page), not JSON
 
 
 class Routes:
@@ -83,17 +87,17 @@ class Routes:
         self.tag = tag
         self._routes: list[Route] = []
 
-    def route(self, method: str, rule: str, *, doc: Operation, access: str = "any") -> Callable:
+    def route(self, method: str, rule: str, *, doc: Operation, access: str = "any", html: bool = False) -> Callable:
         if access not in ACCESS_LEVELS:
             raise ValueError(f"access must be one of {ACCESS_LEVELS}, not {access!r}")
 
         def register(fn: Callable) -> Callable:
-            self._routes.append(Route(method, rule, fn, access, doc, doc.tag or self.tag))
+            self._routes.append(Route(method, rule, fn, access, doc, doc.tag or self.tag, html))
             return fn
         return register
 
-    def get(self, rule: str, *, doc: Operation, access: str = "any") -> Callable:
-        return self.route("GET", rule, doc=doc, access=access)
+    def get(self, rule: str, *, doc: Operation, access: str = "any", html: bool = False) -> Callable:
+        return self.route("GET", rule, doc=doc, access=access, html=html)
 
     def post(self, rule: str, *, doc: Operation, access: str = "any") -> Callable:
         return self.route("POST", rule, doc=doc, access=access)
@@ -111,18 +115,30 @@ class Routes:
 def mount(app: bottle.Bottle, routes: list[Route]) -> None:
     """Add the routes to the app; the plugin reads `access` from each route's config."""
     for r in routes:
-        app.route(r.rule, r.method, r.callback, name=f"{r.method} {r.rule}", access=r.access)
+        app.route(r.rule, r.method, r.callback, name=f"{r.method} {r.rule}", access=r.access, html=r.html)
 
 
 # ---- the plugin -----------------------------------------------------------------------
 
-def authenticate(keys: ApiKeys, access: str) -> Principal | None:
-    """The caller's principal for a route of this access level (None when public)."""
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def authenticate(keys: ApiKeys, access: str, web: WebSessions | None = None) -> Principal | None:
+    """The caller's principal for a route of this access level (None when public): from
+    the key header, else from the dashboard cookie (state-changing requests with the
+    cookie must carry its X-CSRF-Token)."""
     if access == "public":
         return None
-    principal = keys.authenticate(presented_key(request.environ))
+    presented = presented_key(request.environ)
+    principal = keys.authenticate(presented)
+    if principal is None and not presented and web is not None:
+        cookie = cookie_value(request.environ)
+        principal = web.principal(cookie, keys) if cookie else None
+        if principal is not None and request.method not in _SAFE_METHODS and \
+                not web.csrf_ok(cookie, request.environ.get(CSRF_HEADER)):
+            raise ApiError(403, "missing or wrong X-CSRF-Token (sign in to the dashboard again)")
     if principal is None:
-        if presented_key(request.environ):
+        if presented:
             raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
         raise ApiError(401, "API key required: send X-Api-Key: KEY or Authorization: Bearer KEY",
                        {"WWW-Authenticate": "Bearer"})
@@ -145,8 +161,12 @@ class ApiPlugin:
         # below is the whole per-request cost.
         state = self.state
         keys = state.keys
+        # optional: a state without them (the simulator service's) has no dashboard and no shares
+        web = getattr(state, "web", None)
+        shares = getattr(state, "shares", None)
         body_limit = state.settings.body_limit
         access = route.config.get("access", "any")
+        html = route.config.get("html", False)
         has_company = "<companyId>" in route.rule
         times = state.request_times
         cell = times.cell(route.name or route.rule)
@@ -157,13 +177,17 @@ class ApiPlugin:
             try:
                 if request.content_length > body_limit:
                     raise ApiError(413, f"request body is larger than {body_limit} bytes")
-                principal = authenticate(keys, access)
+                principal = authenticate(keys, access, web)
                 if has_company:
                     validate_company_id(kwargs["companyId"])
                     check_visible(principal, kwargs["companyId"])
-                return callback(state, principal, **kwargs)
+                if shares is None or (principal is not None and principal.admin):   # the admin: exempt
+                    return callback(state, principal, **kwargs)
+                with shares.request(principal, request.environ.get("REMOTE_ADDR") or "-"):
+                    return callback(state, principal, **kwargs)
             except Exception as exc:
-                raise error_for(exc, state) from None
+                answer = error_for(exc, state)
+                raise (html_error(answer) if html else answer) from None
             finally:
                 times.add(cell, clock() - started)
         return wrapper
@@ -175,12 +199,22 @@ def error_for(exc: BaseException, state: AppState) -> HTTPResponse:
         return exc
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+    if isinstance(exc, TooMany):
+        return error_response(429, str(exc), retry_headers(exc.retry_after_ms), retryAfter=exc.retry_after_ms,
+                              scope="client")
     if isinstance(exc, InvalidInput):
         return error_response(400, str(exc))
     if isinstance(exc, RateLimited):
         state.counters.rate_limit_refused(exc.scope)
-        return error_response(429, str(exc), retry_headers(exc.retry_after_ms), retryAfter=exc.retry_after_ms,
-                              scope=exc.scope)
+        # the replaced system's text and shape; what and when beside it
+        return error_response(429, "Rate limit exceeded", retry_headers(exc.retry_after_ms),
+                              retryAfter=exc.retry_after_ms, scope=exc.scope, detail=str(exc))
+    if isinstance(exc, SessionUnavailable) and exc.state == "qr":
+        # the replaced system's answer to a send before the phone is linked: the QR code to scan
+        company = request.environ.get("switchboard.company")
+        return error_response(409, "Authentication required", retry_headers(exc.retry_after_ms),
+                              qrCode=state.qr_data_url(company) if company and hasattr(state, "qr_data_url") else None,
+                              status="qr", detail=str(exc))
     if isinstance(exc, SessionUnavailable):
         if exc.state == "restarting":
             return error_response(503, str(exc), retry_headers(exc.retry_after_ms or 1000),
@@ -215,6 +249,18 @@ def error_response(http_status: int, message: str, headers: dict[str, str] | Non
     body = json.dumps({"success": False, "error": message, **extra}, ensure_ascii=False, default=str)
     return HTTPResponse(body, http_status, headers={"Content-Type": "application/json", "Cache-Control": "no-store",
                                                **(headers or {})})
+
+
+def html_error(answer: HTTPResponse) -> HTTPResponse:
+    """A JSON error answer as the QR page's HTML error page (same status and headers)."""
+    from . import qr as qr_mod         # the page's look lives with the page
+    try:
+        message = json.loads(answer.body).get("error", "")
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+    return HTTPResponse(qr_mod.error_page(answer.status_code, str(message)), answer.status_code,
+                        headers={**headers, "Content-Type": "text/html; charset=utf-8"})
 
 
 def retry_headers(ms: int | None) -> dict[str, str]:

@@ -19,14 +19,17 @@ api = Routes("Linking")
 _QR_ERRORS = (400, 404, 409, 503)
 _SCALE = query("scale", {"type": "integer", "minimum": 1, "maximum": qr_mod.MAX_SCALE},
                f"pixels per module (default {qr_mod.DEFAULT_SCALE})")
-_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+_PAGE_CSP = (f"default-src 'none'; script-src {qr_mod.SCRIPT_CSP}; connect-src 'self'; style-src 'unsafe-inline'; "
+             "img-src data:; frame-ancestors 'none'")
 
 
 def qr_payload(ctx: AppState, company_id: str, code: dict[str, Any] | None) -> dict[str, Any]:
     """The QR fields of an answer: raw code, PNG data URL, expiry and a signed page link."""
     if not code:
         return {"qr": None, "qrDataUrl": None, "qrExpiresAt": None}
-    return {"qr": code["code"], "qrDataUrl": qr_mod.data_url(code["code"]), "qrExpiresAt": code["expiresAt"],
+    url = qr_mod.data_url(code["code"])
+    # qrCode: the replaced system's name for the data URL (old clients test `data.qrCode`)
+    return {"qr": code["code"], "qrDataUrl": url, "qrCode": url, "qrExpiresAt": code["expiresAt"],
             "pageUrl": f"/qr/{company_id}?token={ctx.page_tokens.issue(company_id)}"}
 
 
@@ -71,26 +74,45 @@ for _renderer, _type, _schema in ((qr_mod.png, "image/png", {"type": "string", "
                    errors=_QR_ERRORS, params=[_SCALE]))(_image(_renderer, _type))
 
 
-@api.get("/qr/<companyId>", access="public",
+@api.get("/qr/<companyId>", access="public", html=True,
          doc=op("A browser page with the QR code that follows its rotation",
                 {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
-                errors=(400, 401, 404, 503),       # 401: neither a valid token nor a valid key
-                description="Takes an API key, or the short-lived token of a `pageUrl`.",
+                errors=(400, 401, 404, 503), html_errors=True,     # 401: neither a valid token nor a valid key
+                description="Takes an API key, the dashboard's cookie, or the short-lived token of a `pageUrl`. "
+                            "Errors are HTML pages for a person too.",
                 params=[query("token", {"type": "string", "maxLength": 200},
                               "the signed token from pageUrl (instead of an API key)")]))
 def qr_page(ctx: AppState, _principal: None, companyId: str) -> str:
     """The QR page. A browser cannot send headers: besides the API key, this one page
-    takes the signed, expiring `?token=` of the QR answers' `pageUrl`."""
-    if not ctx.page_tokens.check(companyId, request.query.get("token")):
-        check_visible(authenticate(ctx.keys, "any"), companyId)
-    session = ctx.handle(companyId)
+    takes the signed, expiring `?token=` of the QR answers' `pageUrl` (or the dashboard's cookie)."""
+    if not ctx.page_tokens.check(companyId, page_token()):
+        check_visible(authenticate(ctx.keys, "any", ctx.web), companyId)
+    return render_page(ctx, companyId)
+
+
+def page_token() -> str | None:
+    """The `?token=` of a page link; one longer than any we issue is malformed (400)."""
+    token = request.query.get("token")
+    if token is not None and len(token) > 200:
+        raise ApiError(400, "'token' is longer than 200 characters")
+    return token
+
+
+def render_page(ctx: AppState, company_id: str) -> str:
+    """The QR page of a company the caller may see."""
+    session = ctx.handle(company_id)
     status = ctx.ask(session, "status")
     code = ctx.ask(session, "qr") if status["status"] == "qr" else None
     response.content_type = "text/html; charset=utf-8"
+    page_headers()
+    return qr_mod.page(company_id, status, code["code"] if code else None)
+
+
+def page_headers() -> None:
+    """The QR page's headers."""
     response.set_header("Cache-Control", "no-store")
     response.set_header("Referrer-Policy", "no-referrer")
     response.set_header("Content-Security-Policy", _PAGE_CSP)
-    return qr_mod.page(companyId, status, code["code"] if code else None)
 
 
 @api.post("/api/whatsapp/sessions/<companyId>/pairing-code",
@@ -110,5 +132,8 @@ def pairing_code(ctx: AppState, _principal: Principal, companyId: str) -> dict[s
             raise ApiError(503, f"could not get a pairing code: {exc}", {"Retry-After": "2"},
                            retryAfter=2000) from None
         raise ApiError(409, f"could not get a pairing code: {exc}") from None
-    return ok({"companyId": companyId, "phone": phone, "code": code,
-               "hint": "On the phone: WhatsApp > Linked devices > Link with phone number, enter this code"})
+    # A PairingCodeAnswer (the code and when its QR session ends); a plain string from older actors.
+    answer = code.as_dict() if hasattr(code, "as_dict") else {"code": str(code)}
+    return ok({"companyId": companyId, "phone": phone, **answer,
+               "hint": "On the phone: WhatsApp > Linked devices > Link with phone number, enter this code "
+                       "before it expires"})

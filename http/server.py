@@ -21,6 +21,8 @@ from waitress import create_server
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 
+from .wire_errors import limited_channel
+
 log = logging.getLogger(__name__)
 # waitress logs "Task queue depth is N" for every request queued while all workers are
 # busy: under load that costs CPU exactly when there is none to spare. Saturation shows
@@ -31,7 +33,8 @@ logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 class GracefulServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 3000, threads: int = 16,
                  stream_threads: int | None = None, body_limit: int | None = None, drain_timeout: float = 15.0,
-                 connection_limit: int = 1000, **adjustments: Any) -> None:
+                 connection_limit: int = 1000, connections_per_address: int | None = None,
+                 **adjustments: Any) -> None:
         state = getattr(app, "switchboard", None)
         self.state = state
         if stream_threads is None:
@@ -39,6 +42,8 @@ class GracefulServer:
         if body_limit is None:
             body_limit = state.settings.body_limit if state is not None else 1 << 20
         self.drain_timeout = drain_timeout
+        # a connection idle this long (a half-open client, a request that never completes) is closed
+        adjustments.setdefault("channel_timeout", 60)
         self.server = create_server(
             app, host=host, port=port, threads=threads + stream_threads,
             channel_request_lookahead=1,
@@ -46,11 +51,13 @@ class GracefulServer:
             max_request_header_size=64 * 1024,
             connection_limit=connection_limit,
             asyncore_use_poll=True,                        # no FD_SETSIZE limit on many connections
-            channel_timeout=60,
             expose_tracebacks=False,
             ident=None,
             clear_untrusted_proxy_headers=True,
             **adjustments)
+        # waitress's own errors (bad request line/headers, oversize body) as JSON too, and a
+        # fair share of the connections per client address
+        self.server.channel_class = limited_channel(connections_per_address or max(16, connection_limit // 4))
         self._shutdown_started = threading.Event()
         self._force = threading.Event()
         self._stopped = threading.Event()

@@ -43,11 +43,17 @@ def start_with_qr(ctx: AppState, company_id: str, session: SessionHandle) -> dic
 
 @api.get("/api/whatsapp/sessions", doc=op("All sessions (a tenant key sees its own)", "SessionList"))
 def list_sessions(ctx: AppState, principal: Principal) -> dict[str, Any]:
-    """Every session's published status (a tenant: only its own)."""
+    """Every session's published status (a tenant: only its own), in the replaced system's
+    shape: `count`, `sessions` and `metrics` (message totals that never go down)."""
     statuses = ctx.board.statuses()
-    if not principal.admin:
-        statuses = [s for s in statuses if s.get("companyId") == principal.company_id]
-    return ok({"sessions": statuses, "total": len(statuses)})
+    company = None if principal.admin else principal.company_id
+    if company is not None:
+        statuses = [s for s in statuses if s.get("companyId") == company]
+    sent, received = ctx.totals.totals(company)
+    metrics = {"totalSessions": len(statuses),
+               "activeConnections": sum(1 for s in statuses if s.get("status") == "connected"),
+               "messagesSent": sent, "messagesReceived": received}
+    return ok({"count": len(statuses), "sessions": statuses, "metrics": metrics, "total": len(statuses)})
 
 
 @api.post("/api/whatsapp/sessions",
@@ -75,7 +81,16 @@ def show_session(ctx: AppState, _principal: Principal, companyId: str) -> dict[s
 def session_status(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]:
     """The status: the actor's own published copy when it is idle or briefly busy (no
     thread hand-off); an ask with the timeout when it may be stuck."""
-    return ok(ctx.board.live_status(companyId, ctx.ask_timeout) or ctx.ask(ctx.handle(companyId), "status"))
+    status = ctx.board.live_status(companyId, ctx.ask_timeout) or ctx.ask(ctx.handle(companyId), "status")
+    return ok({**status, "health": old_health(status)})
+
+
+def old_health(status: dict[str, Any]) -> dict[str, Any]:
+    """The replaced system's `health` object of a status answer (its clients read
+    `health.healthy`); the phone as the JID it showed."""
+    phone = status.get("phoneNumber")
+    return {"healthy": bool(status.get("connected")),
+            "phoneNumber": f"{phone.lstrip('+')}@s.whatsapp.net" if phone else None}
 
 
 @api.get("/api/whatsapp/sessions/<companyId>/health",

@@ -21,11 +21,12 @@ from switchboard.actors.clock import iso
 from switchboard.actors.payload import MAX_TEXT
 from switchboard.actors.phone import normalize_phone, validate_company_id
 from switchboard.actors.transports.simulated import FAULTS, LOGIN_OUTCOMES, SimulatedNetwork
+from switchboard.actors.transports.simulated.ledger import HISTORY
 
 from . import metrics as metrics_mod
 from .auth import ApiKeys, Principal
-from .openapi import COMPANY_ID, PHONE, body, build_spec, op
-from .plumbing import ApiError, ApiPlugin, Routes, field, json_body, json_error_handler, mount, ok
+from .openapi import COMPANY_ID, PHONE, body, build_spec, op, query
+from .plumbing import ApiError, ApiPlugin, Routes, field, int_query, json_body, json_error_handler, mount, ok
 from .state import AppState, HttpSettings
 
 api = Routes("Simulator")
@@ -51,7 +52,7 @@ def scan(ctx: AppState, _principal: Principal, companyId: str) -> dict[str, Any]
 
 
 _SECONDS = {"type": "number", "minimum": 0, "maximum": 86400}
-_WITH_FIELDS = ("no-lid", "login", "logout")
+_WITH_FIELDS = ("no-lid", "login", "logout", "reject")
 # One schema per kind of fault, so that a schema-valid body is always a valid fault.
 _FAULT_BODY = {"oneOf": [
     body({"fault": {"type": "string", "enum": [f for f in FAULTS if f not in _WITH_FIELDS]}, "seconds": _SECONDS},
@@ -62,6 +63,9 @@ _FAULT_BODY = {"oneOf": [
     body({"fault": {"type": "string", "enum": ["login"]},
           "outcome": {"type": "string", "enum": list(LOGIN_OUTCOMES), "description": "how the QR login ends"}},
          ["fault", "outcome"]),
+    body({"fault": {"type": "string", "enum": ["reject"]}, "seconds": _SECONDS,
+          "code": {"type": "integer", "minimum": 400, "maximum": 599,
+                   "description": "the connect failure code (405: client outdated)"}}, ["fault", "code"]),
     body({"fault": {"type": "string", "enum": ["logout"]},
           "code": {"type": "integer", "enum": [401, 403, 406],
                    "description": "unlinked (401, default), locked (403), banned (406)"}}, ["fault"]),
@@ -118,10 +122,12 @@ def phone_messages(ctx: AppState, _principal: Principal, phone: str) -> dict[str
 
 
 @api.get("/api/simulator/connections", access="admin",
-         doc=op("Live connections per company and account, and the most seen at once", "Any"))
+         doc=op("Live connections per company and account, the most seen at once, and the last changes", "Any",
+                errors=(400,), params=[query("history", {"type": "integer", "minimum": 0, "maximum": HISTORY},
+                                             "how many of the last connection changes to list (default 200)")]))
 def connections(ctx: AppState, _principal: Principal) -> dict[str, Any]:
-    """Live connections per company and per account."""
-    return ok(ctx.network.connections())
+    """Live connections per company and per account, and the last `history` changes."""
+    return ok(ctx.network.connections(int_query("history", 200, 0, HISTORY)))
 
 
 # ---- the service's own routes (`switchboard simulator`) -------------------------------------

@@ -33,6 +33,7 @@ class EventStreams:
         self.heartbeat = heartbeat
         self._lock = threading.Lock()
         self._open: dict[object, str | None] = {}     # stream -> the tenant holding it (None: admin)
+        self._revoked: set[object] = set()            # streams of a revoked key: end them
         self._closing = False
 
     @property
@@ -73,12 +74,23 @@ class EventStreams:
         with self._lock:
             self._closing = True
 
+    def close_tenant(self, tenant: str) -> None:
+        """A key was revoked: end the streams it holds now (within a wait)."""
+        with self._lock:
+            self._revoked.update(token for token, holder in self._open.items() if holder == tenant)
+
     def _run(self, token: object, event_log: Any, reader: Any, wanted: Callable[[Any], bool],
              asked: int | None, disconnected: Callable[[], bool]) -> Iterator[str]:
         try:
             yield "retry: 3000\n: stream open\n\n"
             last_sent = time.monotonic()
             while not disconnected():
+                if self._closing:
+                    yield "event: close\ndata: {\"reason\": \"server shutting down\"}\n\n"
+                    return
+                if token in self._revoked:
+                    yield "event: close\ndata: {\"reason\": \"API key revoked\"}\n\n"
+                    return
                 if reader.reset:
                     reader.reset = False
                     yield _reset(asked if asked is not None else reader.reset_from, reader.position + 1,
@@ -90,9 +102,6 @@ class EventStreams:
                         yield _format(event)
                 if batch:
                     continue
-                if self._closing:
-                    yield "event: close\ndata: {\"reason\": \"server shutting down\"}\n\n"
-                    return
                 if time.monotonic() - last_sent >= self.heartbeat:
                     last_sent = time.monotonic()
                     yield ": ping\n\n"
@@ -103,6 +112,7 @@ class EventStreams:
     def _release(self, token: object) -> None:
         with self._lock:
             self._open.pop(token, None)
+            self._revoked.discard(token)
 
 
 def _reset(asked: int, oldest: int, head: int) -> str:

@@ -3,18 +3,18 @@
     switchboard serve [--host 127.0.0.1] [--port 3000] [--data-dir DIR]
                       [--transport neonize|simulated] [--simulator-url URL] [--redis-url URL]
     switchboard simulator [--host 127.0.0.1] [--port 4000] [--data-dir DIR]
-    switchboard sessions [list | show ID | start ID | stop ID | logout ID]
+    switchboard sessions [list | show ID | create ID | start ID | stop ID | reconnect ID | logout ID | delete ID]
     switchboard send ID PHONE TEXT
     switchboard qr ID
-    switchboard logs [-f] [--company ID] [--since TIME]
+    switchboard logs [-f] [--json] [--company ID] [--since TIME] [--limit N]
     switchboard webhooks dead|replay [--company ID] [--id ID ...]
 
 `serve` runs the gateway; flags override the environment (see Config). This module is
 the composition root: `serve` builds the board, the HTTP app and the server from the
 Config, and nothing else does. The client commands (supervision/client.py) talk to a
-running server over HTTP (`--url`, default http://127.0.0.1:PORT) with the key from
-`--api-key`, `SWITCHBOARD_API_KEY`, `SWITCHBOARD_ADMIN_KEY` or `<data>/admin.key`;
-`logs` reads `<data>/supervisor.log` directly.
+running server over HTTP: `--url`, SWITCHBOARD_URL, or the URL a local server wrote to
+`<data>/server.json`; the key from `--key`, `SWITCHBOARD_API_KEY`, `SWITCHBOARD_ADMIN_KEY`
+or `<data>/admin.key`; `logs` reads `<data>/supervisor.log` directly.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from switchboard.http.server import GracefulServer
 from . import client, simulator, webhook_commands
 from .board import Switchboard
 from .config import Config, ConfigError
+from .progress import RestoreProgress
 
 
 # ---- serve: the composition root ---------------------------------------------------------------
@@ -57,22 +58,30 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     admin_key, key_path, generated = load_or_create_admin_key(data_dir, config.admin_key)
     keys = ApiKeys(data_dir / "api-keys.json", admin_key)
+    threads = config.http_threads
     settings = HttpSettings(send_wait=config.send_wait, sse_max_streams=config.sse_max_streams,
-                            sse_heartbeat=config.sse_heartbeat)
+                            sse_heartbeat=config.sse_heartbeat,
+                            # no tenant, and no client address, holds more than its share of the threads
+                            max_requests_per_key=max(2, threads // 4), max_requests_per_address=max(4, threads // 2),
+                            max_streams_per_address=max(2, config.sse_max_streams // 2))
 
     _check_port(config.host, config.port)     # before any session starts
     board = Switchboard(data_dir=data_dir, transport=config.transport, settings=config.session_settings(),
                         transport_options=config.transport_options(), sinks=config.sinks(),
+                        restore_stagger=config.restore_stagger,
                         redis_url=config.redis_url, log_settings=config.log_settings())
     board.start()
+    progress = RestoreProgress(board, board.company_ids()).start()      # restored at start: show how it goes
     try:
         app = make_app(board, config, keys, settings)
         server = GracefulServer(app, host=config.host, port=config.port, threads=config.http_threads,
                                 drain_timeout=config.drain_seconds)
     except OSError as exc:
+        progress.stop()
         board.stop()
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     except BaseException:
+        progress.stop()
         board.stop()
         raise
 
@@ -83,12 +92,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         key_note = f"admin key: generated and stored in {key_path} (mode 0600; read it from there)"
     else:
         key_note = f"admin key: in {key_path}"
+    client.write_server_file(data_dir, server.url)      # the client commands find this server by it
     transport = config.transport + (f" at {config.simulator_url}" if config.simulator_url else "")
     print(f"switchboard: serving {server.url} (transport {transport}, data {data_dir}); {key_note}",
           flush=True)
     try:
         server.run()
     finally:
+        client.remove_server_file(data_dir)
+        progress.stop()
         board.stop()
         print("switchboard: stopped", file=sys.stderr, flush=True)
     return 0
@@ -134,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", help="data directory (default: WHATSAPP_SESSION_PATH or ./data)")
     remote = argparse.ArgumentParser(add_help=False, parents=[data])
-    remote.add_argument("--url", help="the server (default http://127.0.0.1:PORT)")
-    remote.add_argument("--api-key", help="API key (default: SWITCHBOARD_API_KEY, SWITCHBOARD_ADMIN_KEY, "
-                                          "<data>/admin.key)")
+    remote.add_argument("--url", help="the server (default: SWITCHBOARD_URL, else the local server's "
+                                      "<data>/server.json, else http://127.0.0.1:PORT)")
+    remote.add_argument("--key", "--api-key", dest="api_key",
+                        help="API key (default: SWITCHBOARD_API_KEY, SWITCHBOARD_ADMIN_KEY, <data>/admin.key)")
 
     p = commands.add_parser("serve", parents=[data], help="run the gateway")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -151,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_parser(commands)
 
     p = commands.add_parser("sessions", parents=[remote], help="list or manage sessions")
-    p.add_argument("action", nargs="?", choices=("list", "show", "start", "stop", "logout"), default="list")
+    p.add_argument("action", nargs="?", default="list",
+                   choices=("list", "show", "create", "start", "stop", "reconnect", "logout", "delete"))
     p.add_argument("id", nargs="?", help="company id")
     p.set_defaults(func=client.sessions)
 
@@ -167,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     webhook_commands.add_parser(commands, [remote]).set_defaults(func=webhook_commands.webhooks)
     p = commands.add_parser("logs", parents=[data], help="show the supervisor log")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records (across rotation)")
+    p.add_argument("--json", action="store_true", help="the raw JSON lines, as stored")
     p.add_argument("--company", help="only this company")
     p.add_argument("--since", help="ISO time, Unix seconds, or 30s/10m/2h/1d back from now")
     p.add_argument("--limit", type=int, help="only the last N records")

@@ -1,66 +1,89 @@
 """The client commands of `switchboard`: sessions, send and qr talk to a running server
-over HTTP; logs reads the supervisor log file directly. See cli.py for the usage."""
+through switchboard.http.client; logs reads the supervisor log file directly (it works
+while the server is down). See cli.py for the usage.
+
+Which server, and which key, without flags (so the commands work from any directory):
+  --url, else SWITCHBOARD_URL, else the URL a local `serve` wrote to `<data>/server.json`
+  (while it runs), else http://127.0.0.1:PORT;
+  --key/--api-key, else SWITCHBOARD_API_KEY, else SWITCHBOARD_ADMIN_KEY, else `<data>/admin.key`.
+`<data>` is --data-dir, else WHATSAPP_SESSION_PATH, else ./data (the `switchboard` wrapper
+that scripts/setup installs sets WHATSAPP_SESSION_PATH to the repository's data directory).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
+from pathlib import Path
 from typing import Any
 
 from switchboard.actors.phone import validate_company_id
 from switchboard.http import qr as qr_mod
+from switchboard.http.client import ApiError, Client
 
 from .config import Config
-from .events import follow_log, parse_since, read_log
+from .events import parse_since
+from .logview import follow, read_all, render, use_colour
+
+SERVER_FILE = "server.json"
 
 
 class ClientError(Exception):
     pass
 
 
-class Client:
-    def __init__(self, url: str, key: str | None, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.key = key
-        self.timeout = timeout
+def write_server_file(data_dir: Path, url: str) -> Path:
+    """Where a local server says it listens (read by the client commands); mode 0600."""
+    path = data_dir / SERVER_FILE
+    tmp = path.with_name(SERVER_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    os.replace(tmp, path)
+    return path
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if self.key:
-            request.add_header("X-Api-Key", self.key)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                return json.loads(answer.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                error = json.loads(exc.read()).get("error")
-            except ValueError:
-                error = exc.reason
-            raise ClientError(f"HTTP {exc.code}: {error}") from None
-        except urllib.error.URLError as exc:
-            raise ClientError(f"cannot reach {self.url}: {exc.reason} (is `switchboard serve` running?)") from None
+
+def remove_server_file(data_dir: Path) -> None:
+    try:
+        path = data_dir / SERVER_FILE
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def server_url(args: argparse.Namespace, config: Config) -> str:
+    if getattr(args, "url", None):
+        return args.url
+    if os.environ.get("SWITCHBOARD_URL"):
+        return os.environ["SWITCHBOARD_URL"]
+    try:
+        found = json.loads((config.data_dir / SERVER_FILE).read_text())
+        os.kill(int(found["pid"]), 0)                 # only while that server runs
+        return str(found["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"http://127.0.0.1:{config.port}"
 
 
 def _client(args: argparse.Namespace, config: Config) -> Client:
-    url = args.url or f"http://127.0.0.1:{config.port}"
-    key = args.api_key or config.api_key or config.admin_key
+    key = getattr(args, "api_key", None) or config.api_key or config.admin_key
     if not key:
         try:
             key = (config.data_dir / "admin.key").read_text().strip()
         except OSError:
             key = None
-    return Client(url, key)
+    return Client(server_url(args, config), key, retries=2)
 
 
-def _quote(company_id: str) -> str:
-    return urllib.parse.quote(company_id, safe="")
+def _call(fn, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        hint = " (is `switchboard serve` running? --url or SWITCHBOARD_URL says where)" if exc.status == 0 else ""
+        raise ClientError(f"{exc}{hint}") from None
 
 
 def _print(data: dict[str, Any]) -> None:
@@ -72,8 +95,7 @@ def sessions(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     action = args.action or "list"
     if action == "list":
-        answer = client.call("GET", "/api/whatsapp/sessions")
-        rows = answer.get("sessions", [])
+        rows = _call(client.sessions).get("sessions", [])
         if not rows:
             print("no sessions")
             return 0
@@ -85,22 +107,24 @@ def sessions(args: argparse.Namespace, config: Config) -> int:
     if not args.id:
         raise ClientError(f"sessions {action} needs a company id")
     if action == "show":
-        _print(client.call("GET", f"/api/whatsapp/sessions/{_quote(args.id)}"))
+        _print(_call(client.session, args.id))
+    elif action == "create":
+        _print(_call(client.create_session, args.id))
+    elif action == "delete":
+        _print(_call(client.delete, args.id))
     else:
-        _print(client.call("POST", f"/api/whatsapp/sessions/{_quote(args.id)}/{action}"))
+        _print(_call(getattr(client, action), args.id))
     return 0
 
 
 def send(args: argparse.Namespace, config: Config) -> int:
-    answer = _client(args, config).call("POST", f"/api/whatsapp/sessions/{_quote(args.id)}/send",
-                                        {"phone": args.phone, "message": args.text})
-    _print(answer)
+    _print(_call(_client(args, config).send, args.id, args.phone, args.text))
     return 0
 
 
 def qr(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
-    answer = client.call("GET", f"/api/whatsapp/sessions/{_quote(args.id)}/qr")
+    answer = _call(client.qr, args.id)
     print(qr_mod.terminal(answer["qr"]))
     print(f"Scan with WhatsApp > Linked devices > Link a device (expires {answer.get('qrExpiresAt')}).")
     if answer.get("pageUrl"):
@@ -116,15 +140,18 @@ def logs(args: argparse.Namespace, config: Config) -> int:
         raise ClientError(str(exc)) from None
     if args.company:
         validate_company_id(args.company)
+    as_json = getattr(args, "json", False)
+    colour = not as_json and use_colour(sys.stdout)
     if not args.follow:
-        for record in read_log(path, company=args.company, since=since, limit=args.limit):
-            print(json.dumps(record, ensure_ascii=False))
+        for record in read_all(path, company=args.company, since=since, limit=args.limit):
+            print(render(record, as_json, colour))
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        for record in follow_log(path, company=args.company, since=since, stop=stop):
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-    except KeyboardInterrupt:
+        for record in follow(path, company=args.company, since=since, stop=stop, from_start=True,
+                             backlog=args.limit if args.limit is not None else 10):
+            print(render(record, as_json, colour), flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
         pass
     return 0

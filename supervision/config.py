@@ -38,7 +38,7 @@ class Config:
     health_check_interval_ms: int = 30_000
     max_reconnect_attempts: int = 10
     reconnect_base_delay_ms: int = 5_000
-    reconnect_max_delay_ms: int = 60_000
+    reconnect_max_delay_ms: int = 300_000      # retries never stop for a cause that can heal: cap them
     device_name: str = "Switchboard"
     proxy: str | None = None                   # http:// or socks5:// for every company's neonize client
     go_log_level: str = "WARNING"
@@ -59,6 +59,11 @@ class Config:
     redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
     redis_stream_maxlen: int = DEFAULT_MAXLEN
     idempotency_keys: int = 1000               # the idempotency window, per company (see README)
+    # Start-up at scale (neonize): how children start, how many start up at once, and the
+    # delay between restored companies' first attempts (None: the gateway's default).
+    neonize_start: str = "forkserver"          # forkserver | spawn
+    neonize_max_starting: int = 0              # 0: the number of CPUs (at least 2)
+    restore_stagger: float | None = None
     simulator_url: str | None = None           # simulated transport: `switchboard simulator` at this URL
     simulator_key: str | None = None           # `switchboard simulator`'s admin key (else <data>/admin.key)
 
@@ -80,9 +85,10 @@ class Config:
             "SWITCHBOARD_EVENTS_MAX_MB": "events_max_mb",
             "SWITCHBOARD_REDIS_STREAM_MAXLEN": "redis_stream_maxlen",
             "SWITCHBOARD_IDEMPOTENCY_KEYS": "idempotency_keys",
+            "SWITCHBOARD_NEONIZE_MAX_STARTING": "neonize_max_starting",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
-                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds"}
+                  "SWITCHBOARD_DRAIN_SECONDS": "drain_seconds", "SWITCHBOARD_RESTORE_STAGGER": "restore_stagger"}
         for kind, names in ((int, ints), (float, floats)):
             for name, field in names.items():
                 if env.get(name):
@@ -95,6 +101,7 @@ class Config:
             "WEBHOOK_URL": "webhook_url", "WEBHOOK_SECRET": "webhook_secret", "WEBHOOK_EVENTS": "webhook_events",
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_EVENTS_FSYNC": "events_fsync", "SWITCHBOARD_REDIS_STREAM": "redis_stream",
+            "SWITCHBOARD_NEONIZE_START": "neonize_start",
             "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
         for name, field in strings.items():
@@ -118,6 +125,10 @@ class Config:
         for field in ("send_wait", "sse_max_streams", "drain_seconds"):
             if getattr(self, field) < 0:
                 raise ConfigError(f"{field} must not be negative")
+        if self.neonize_start not in ("forkserver", "spawn"):
+            raise ConfigError(f"SWITCHBOARD_NEONIZE_START must be forkserver or spawn, not {self.neonize_start!r}")
+        if self.neonize_max_starting < 0 or (self.restore_stagger is not None and self.restore_stagger < 0):
+            raise ConfigError("neonize_max_starting and restore_stagger must not be negative")
         if self.sse_heartbeat <= 0:
             raise ConfigError("sse_heartbeat must be positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -170,7 +181,8 @@ class Config:
             return {"simulator_url": self.simulator_url} if self.simulator_url else {}
         if self.transport != "neonize":
             return {}
-        options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level}
+        options = {"device_name": self.device_name, "proxy": self.proxy, "go_log_level": self.go_log_level,
+                   "start_method": self.neonize_start, "max_starting": self.neonize_max_starting}
         return {k: v for k, v in options.items() if v is not None}
 
     def session_settings(self) -> SessionSettings:

@@ -113,20 +113,45 @@ class _Marker:
     done: threading.Event
 
 
-class SupervisorLog:
-    """One JSON line per supervision and lifecycle event in `<data>/supervisor.log`."""
+LOG_MAX_BYTES = int(os.environ.get("SWITCHBOARD_LOG_MAX_BYTES") or 10 * 1024 * 1024)
+LOG_BACKUPS = 3
 
-    def __init__(self, path: Path) -> None:
+
+class SupervisorLog:
+    """One JSON line per supervision and lifecycle event in `<data>/supervisor.log`.
+
+    Rotates by size: past `max_bytes` the file becomes supervisor.log.1 (.1 -> .2 ...,
+    `LOG_BACKUPS` kept) and a new one is started; `switchboard logs -f` follows across it."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
+        self.max_bytes = max_bytes or LOG_MAX_BYTES
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        self._size = os.fstat(fd).st_size
 
     def append(self, event: Event) -> None:
         try:
-            self._file.write(json.dumps(event.as_dict(), ensure_ascii=False, default=str) + "\n")
+            line = json.dumps(event.as_dict(), ensure_ascii=False, default=str) + "\n"
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line.encode("utf-8"))
         except OSError:
             log.exception("could not write the supervisor log")
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for n in range(LOG_BACKUPS - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._open()
 
     def close(self) -> None:
         try:

@@ -83,7 +83,7 @@ def test_client_commands(served):
     assert failed.returncode == 1 and "HTTP 400" in failed.stderr and "invalid phone number" in failed.stderr
     wrong = served.cli("sessions", "--api-key", "not-the-key-at-all", check=False)
     assert wrong.returncode == 1 and "HTTP 401" in wrong.stderr
-    logs = [json.loads(line) for line in served.cli("logs", "--company", "962302").stdout.splitlines()]
+    logs = [json.loads(line) for line in served.cli("logs", "--json", "--company", "962302").stdout.splitlines()]
     states = [r.get("state") for r in logs if r["event"] == "state"]
     assert "connected" in states and states[-1] == "logged_out"
     assert all(r["companyId"] == "962302" for r in logs)
@@ -93,7 +93,7 @@ def test_client_commands(served):
 
 def test_logs_follow(served):
     http = Http(served.url, (served.data_dir / "admin.key").read_text().strip())
-    follower = subprocess.Popen([*COMMAND, "logs", "-f", "--company", "962302", "--data-dir", str(served.data_dir)],
+    follower = subprocess.Popen([*COMMAND, "logs", "-f", "--json", "--company", "962302", "--data-dir", str(served.data_dir)],
                                 env=clean_env(), stdout=subprocess.PIPE, text=True)
     try:
         http.post("/api/whatsapp/sessions", {"companyId": "962302"})
@@ -146,7 +146,15 @@ def test_every_setting_is_read_from_the_environment_by_config():
         Config.from_env({"SWITCHBOARD_SEND_WAIT": "soon"})
     with pytest.raises(ConfigError, match="SWITCHBOARD_LOG_LEVEL"):
         Config.from_env({"SWITCHBOARD_LOG_LEVEL": "loud"})
-    assert Config.from_env({}).transport_options() == {"device_name": "Switchboard", "go_log_level": "WARNING"}
+    assert Config.from_env({}).transport_options() == {"device_name": "Switchboard", "go_log_level": "WARNING",
+                                                       "start_method": "forkserver", "max_starting": 0}
+    scale = Config.from_env({"SWITCHBOARD_NEONIZE_START": "spawn", "SWITCHBOARD_NEONIZE_MAX_STARTING": "4",
+                             "SWITCHBOARD_RESTORE_STAGGER": "0.5"})
+    assert (scale.transport_options()["start_method"], scale.transport_options()["max_starting"],
+            scale.restore_stagger) == ("spawn", 4, 0.5)
+    assert Config.from_env({}).restore_stagger is None          # the gateway's default
+    with pytest.raises(ConfigError, match="SWITCHBOARD_NEONIZE_START"):
+        Config.from_env({"SWITCHBOARD_NEONIZE_START": "fork"})
     assert Config.from_env({"SWITCHBOARD_TRANSPORT": "simulated"}).transport_options() == {}
 
 

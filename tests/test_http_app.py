@@ -41,6 +41,14 @@ def web(app):
     return webtest.TestApp(app)
 
 
+def is_html_error(res, status):
+    """The QR page's errors: a page for a person, never JSON."""
+    assert res.status_int == status, res.text
+    assert res.content_type == "text/html", res.content_type
+    assert "<!doctype html>" in res.text and '"success"' not in res.text
+    return res.text
+
+
 def is_json_error(res, status):
     assert res.status_int == status, res.text
     assert res.content_type == "application/json", res.content_type
@@ -101,10 +109,13 @@ def test_tenant_keys_see_only_their_company(web, board):
                          ("GET", "/api/whatsapp/sessions/beta/qr"), ("GET", "/api/whatsapp/sessions/beta/health"),
                          ("POST", "/api/whatsapp/sessions/beta/stop"), ("POST", "/api/whatsapp/sessions/beta/logout"),
                          ("DELETE", "/api/whatsapp/sessions/beta"), ("GET", "/api/whatsapp/sessions/beta/events"),
-                         ("GET", "/qr/beta"), ("POST", "/api/whatsapp/sessions/beta/initialize")]:
+                         ("POST", "/api/whatsapp/sessions/beta/initialize")]:
         res = web.request(path, method=method, headers=key, expect_errors=True)
         body = is_json_error(res, 404)
-        assert "79990000002" not in res.text and body["error"] == "session beta not found"
+        assert "79990000002" not in res.text and body["error"] == "Session not found for company beta"
+    # the QR page speaks to a person: the same 404, as an HTML page that leaks nothing
+    res = web.get("/qr/beta", headers=key, expect_errors=True)
+    assert res.status_int == 404 and res.content_type == "text/html" and "79990000002" not in res.text
     is_json_error(web.post_json("/api/whatsapp/sessions/beta/send", {"phone": "79001234567", "message": "x"},
                                 headers=key, expect_errors=True), 404)
     is_json_error(web.post_json("/webhook/whatsapp/baileys/send",
@@ -411,11 +422,11 @@ def test_qr_formats_and_page(web, board):
     assert page.content_type == "text/html" and "<svg" in page.text and 'http-equiv="refresh"' in page.text
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert web.get(qr["pageUrl"]).status_int == 200
-    is_json_error(web.get("/qr/962302", expect_errors=True), 401)
+    is_html_error(web.get("/qr/962302", expect_errors=True), 401)
     token = qr["pageUrl"].split("token=")[1]
-    is_json_error(web.get(f"/qr/962302?token={token[:-2]}xx", expect_errors=True), 401)
+    is_html_error(web.get(f"/qr/962302?token={token[:-2]}xx", expect_errors=True), 401)
     create(web, "other")
-    is_json_error(web.get(f"/qr/other?token={token}", expect_errors=True), 401)   # bound to its company
+    is_html_error(web.get(f"/qr/other?token={token}", expect_errors=True), 401)   # bound to its company
     # linked: no QR any more
     board.network.scan("962302", "79990001122")
     assert wait_until(lambda: web.get(f"{base}/status", headers=ADMIN).json["connected"])
@@ -423,13 +434,13 @@ def test_qr_formats_and_page(web, board):
     assert body["status"] == "connected" and "already linked" in body["error"]
     is_json_error(web.get(f"{base}/qr.png", headers=ADMIN, expect_errors=True), 409)
     done = web.get(qr["pageUrl"]).text
-    assert "+79990001122" in done and "refresh" not in done
+    assert "+79990001122" in done and 'http-equiv="refresh"' not in done and 'data-done="1"' in done
 
 
 def test_a_page_token_with_non_ascii_digits_is_refused_not_500(web, board):
     create(web)
     res = web.get("/qr/962302?token=%B2.abc", expect_errors=True)     # the token is checked before any key
-    is_json_error(res, 401)
+    is_html_error(res, 401)
 
 
 def test_pairing_code(web, board):

@@ -84,7 +84,7 @@ def test_the_plugin_checks_the_company_id_and_hides_other_tenants(web):
     tenant = tenant_key(web, "alpha")
     assert "companyId" in error(web.post("/probe/companies/bad.id", headers=ADMIN, expect_errors=True), 400)
     assert error(web.post("/probe/companies/beta", headers=tenant, expect_errors=True), 404) == \
-        "session beta not found"
+        "Session not found for company beta"
     assert calls == []
     assert web.post("/probe/companies/alpha", headers=tenant).json["companyId"] == "alpha"
     assert web.post("/probe/companies/beta", headers=ADMIN).json["companyId"] == "beta"

@@ -10,22 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.http import ADMIN_KEY, Http, Served, children_of, clean_env
-from tests.support.neonize import NETWORK_FAILURE_WORDS, refused_proxy_url
+from tests.support.neonize import NETWORK_FAILURE_WORDS, process_gone, refused_proxy_url, session_processes_of
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def session_processes(pid: int) -> list[int]:
-    """The gateway's neonize children (multiprocessing's resource tracker is not one)."""
-    found = []
-    for child in children_of(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            found.append(child)
-    return found
+    """The gateway's neonize session processes, spawned or forked from its fork server
+    (multiprocessing's resource tracker and the fork server itself are not ones)."""
+    return session_processes_of(pid)
 
 
 def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
@@ -65,8 +58,11 @@ def test_serve_with_neonize_offline(tmp_path):
         assert not (tmp_path / "data" / "962302").exists()
 
         assert http.post("/api/whatsapp/sessions", {"companyId": "other"})[0] == 201
+        everything = children_of(server.proc.pid) + session_processes(server.proc.pid)
         code, stderr = server.stop()
         assert code == 0, stderr
         assert not children_of(server.proc.pid)            # nothing at all, the tracker included
+        # ... and the fork server and the tracker (and any session process) are gone for good
+        assert wait_for(lambda: all(process_gone(pid) for pid in everything), 10), everything
     finally:
         server.kill()

@@ -131,21 +131,25 @@ def test_temporary_ban_retries_once_the_ban_ends(board, waiter):
     waiter.state("acme", "connected", timeout=5)
 
 
-def test_refused_connects_back_off_and_give_up_at_max_attempts(board, waiter):
+def test_an_outage_retries_without_end_tells_operators_and_heals_by_itself(board, waiter):
+    """Once, 5 refused attempts parked the session in `failed` (desired stopped) until an
+    operator came: an outage of any length stranded the company."""
     link(board, waiter, "acme")
-    attempts = []
-    board.on_event(lambda e: attempts.append((time.monotonic(), e.data["attempt"])),
-                   kinds=("state",), company_id="acme")
+    told = []
+    board.on_event(lambda e: told.append(e.data), kinds=("reconnect_failed",), company_id="acme")
     board.network.fault("acme", "refuse", seconds=60)
-    status = waiter.state("acme", "failed", timeout=10)
-    assert "gave up after 5 reconnect attempts" in status["lastError"]
-    assert "refused" in status["lastError"]
+    waiter.until("acme", lambda s: s["reconnectAttempts"] >= 2 * FAST_BACKOFF.max_attempts + 1, timeout=15)
+    board.bus.flush()
+    assert [t["attempts"] for t in told[:2]] == [FAST_BACKOFF.max_attempts, 2 * FAST_BACKOFF.max_attempts]
+    assert "refused" in told[0]["error"] and told[0]["cause"] == "unreachable"
+    status = waiter.status("acme")
+    assert status["status"] == "reconnecting" and "refused" in status["lastError"]
     assert board.network.live_count("acme") == 0
-    # recovery is an operator decision
+    # the outage ends: no operator needed
     board.network.fault("acme", "refuse", seconds=0)
-    assert_stays(waiter, "acme", "failed", 0.3)
-    board.session("acme").reconnect().get(timeout=5)
-    assert waiter.state("acme", "connected")["reconnectAttempts"] == 0
+    waiter.state("acme", "connected", timeout=5)
+    records = (board.data_dir / "supervisor.log").read_text()
+    assert '"event":"reconnect_failed"' in records.replace(" ", "")
 
 
 def test_backoff_resets_after_a_stable_connection(board, waiter):
@@ -240,7 +244,8 @@ def test_every_status_is_a_documented_state(board, waiter):
     assert waiter.status("acme")["status"] in STATES
     assert set(waiter.status("acme")) == {
         "companyId", "status", "connected", "phoneNumber", "connectedAt", "lastError", "reconnectAttempts",
-        "nextRetryAt", "qrAvailable", "queued", "messagesSent", "messagesReceived"}
+        "nextRetryAt", "qrAvailable", "queued", "messagesSent", "messagesReceived", "unconfirmed",
+        "lastUnconfirmed", "interrupted"}
 
 
 # ---- sending: rate limit, outbox, idempotency ------------------------------------------
@@ -368,10 +373,14 @@ def test_ownership_lock_keeps_a_second_gateway_off_the_company(board_factory, tm
     second = board_factory(network, data_dir=data, restore=False)
     w2 = StateWaiter(second)
     second.session("acme").start().get(timeout=5)
-    status = w2.state("acme", "failed")
+    status = w2.until("acme", lambda s: s["status"] == "reconnecting" and s["reconnectAttempts"] >= 2)
     assert "another process holds this company" in status["lastError"]
     assert network.max_seen("acme") == 1
     assert w1.status("acme")["status"] == "connected"
+    # it keeps trying (never `failed`): once the first gateway is gone, it takes the company over
+    first.stop()
+    w2.state("acme", "connected", timeout=5)
+    assert network.max_seen("acme") == 1
     w1.close()
     w2.close()
 

@@ -221,14 +221,15 @@ class FakeScheduler:
         self.calls.append((delay, args[0]))
 
 
-def test_retries_count_by_cause_give_up_at_max_and_only_the_pending_wake_up_is_due():
+def test_retries_never_run_out_tell_operators_every_max_attempts_and_only_the_pending_wake_up_is_due():
     scheduler = FakeScheduler()
     retries = Retries(BackoffPolicy(base=1, factor=2, cap=4, jitter=0, max_attempts=3), scheduler, random.Random(1),
                       lambda _m: None)
-    assert all(retries.schedule(Cause.UNREACHABLE) for _ in range(3))
-    assert [delay for delay, _ in scheduler.calls] == [1, 2, 4]
-    assert retries.schedule(Cause.DROPPED) is False                # attempts used up: the caller gives up
-    assert retries.by_cause == {"unreachable": 3, "dropped": 1}
+    told = [retries.schedule(Cause.UNREACHABLE) for _ in range(9)]
+    assert told == [False, False, True] * 3            # the 3rd, 6th, 9th attempt: reconnect_failed
+    assert [delay for delay, _ in scheduler.calls] == [1, 2, 4, 4, 4, 4, 4, 4, 4]    # capped, never over
+    assert retries.schedule(Cause.DROPPED) is False and retries.attempts == 10
+    assert retries.by_cause == {"unreachable": 9, "dropped": 1}
     stale, latest = scheduler.calls[-2][1], scheduler.calls[-1][1]
     assert retries.due(latest) and not retries.due(stale)
     retries.cancel()

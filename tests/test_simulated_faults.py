@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from switchboard.actors.connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut,
+from switchboard.actors.connection import (Cause, ConnectFailure, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut,
                                            PairingCode, Paired, QrCode, QrExhausted, Receipt, Replaced, SendError,
                                            TemporaryBan)
 from switchboard.actors.payload import Text
@@ -200,9 +200,21 @@ def test_a_link_that_closes_with_a_send_unanswered_fails_it_as_unconfirmed(world
     conn, events = world.linked()
     world.net.fault("acme", "slow", seconds=30)
     waiting = conn.send(JID, Text("in flight"))
+    deadline = time.monotonic() + 5
+    while not world.net.messages("79001234567") and time.monotonic() < deadline:
+        time.sleep(0.01)                                            # WhatsApp has it, the answer is pending
     world.net.fault("acme", "drop")
     failed = error_of(waiting)
     assert failed.unconfirmed and not failed.retryable
+
+
+def test_a_send_that_never_reached_a_dropped_link_is_retryable_not_unconfirmed(world):
+    conn, events = world.linked()
+    world.net.fault("acme", "drop")
+    next_event(events, Disconnected)
+    failed = error_of(conn.send(JID, Text("too late")))
+    assert failed.retryable and not failed.unconfirmed                  # nothing left: the outbox retries it
+    assert world.net.messages("79001234567") == []
 
 
 # ---- identity ------------------------------------------------------------------------------------
@@ -233,7 +245,10 @@ def test_receipts_follow_an_ack_to_a_linked_recipient(world):
     b, events_b = world.linked("b", "79990000002")
     message_id = a.send("79990000002@s.whatsapp.net", Text("hi b")).result(timeout=5)
     assert next_event(events_b, IncomingMessage).id == message_id
-    assert next_event(events_a, Receipt).message_ids == (message_id,)
+    receipt = next_event(events_a, Receipt)
+    assert receipt.message_ids == (message_id,)
+    # the server names the recipient's LID chat; the client maps it back to the phone
+    assert receipt.chat == "79990000002@s.whatsapp.net"
 
 
 # ---- pairing and login -----------------------------------------------------------------------------
@@ -262,13 +277,14 @@ def test_each_failed_login_outcome(world, outcome):
         assert "multi-device" in getattr(again, "hint", "multi-device")
         world.net.scan("acme", PHONE)                                   # and can still be scanned
         next_event(events, Connected)
-    elif outcome == "unexpected-state":
+    elif outcome in ("unexpected-state", "dropped"):
         ended = next_event(events, Disconnected)
-        assert ended.retryable and "unexpected" in ended.reason
+        assert ended.retryable and ended.cause is Cause.DROPPED
+        assert {"unexpected-state": "unexpected", "dropped": "lost"}[outcome] in ended.reason
     else:
         ended = next_event(events, QrExhausted)
-        words = {"timeout": "expired", "passkey": "passkey", "error": "pairing failed"}[outcome]
-        assert words in getattr(ended, "reason", words)
+        words = {"timeout": "QR expired", "passkey": "passkey", "error": "pairing failed"}[outcome]
+        assert words in ended.reason
     if outcome != "scanned-without-multidevice":
         assert wait_dead(conn)
         with pytest.raises(LookupError):
@@ -304,3 +320,18 @@ def test_logout_tells_whatsapp_only_over_a_live_link(world):
     next_event(events, Connected)
     assert conn.logout().result(timeout=5).told_whatsapp
     assert wait_dead(conn) and PHONE not in world.net.connections()["accounts"]
+
+
+@pytest.mark.parametrize("code, cause", [(405, Cause.CLIENT_OUTDATED), (418, Cause.REJECTED)])
+def test_reject_is_a_connect_failure_with_its_code(world, code, cause):
+    conn, events = world.linked()
+    world.net.fault("acme", "reject", seconds=30, code=code)
+    failed = next_event(events, ConnectFailure)
+    assert (failed.code, failed.cause, failed.retryable) == (code, cause, False)
+    conn, events = world.open()
+    assert next_event(events, ConnectFailure).code == code              # and on every connect meanwhile
+    world.net.fault("acme", "reject", seconds=0, code=code)
+    conn, events = world.open()
+    next_event(events, Connected)
+    with pytest.raises(InvalidInput):
+        world.net.fault("acme", "reject", code=200)

@@ -7,6 +7,7 @@ import pytest
 
 from switchboard.supervision import Switchboard
 
+from tests.support.http import wait_until
 from tests.support.sessions import FAST_SETTINGS, StateWaiter
 from tests.support.simulator import ServiceInThread
 
@@ -45,7 +46,9 @@ def test_drop_then_the_actor_reconnects_on_a_new_socket(gateway, service):
     board, waiter = gateway
     linked(board, waiter, service)
     service.client.fault("acme", "drop")
-    waiter.until("acme", lambda s: s["status"] == "connected" and s["reconnectAttempts"] == 0, timeout=10)
+    assert wait_until(lambda: any(e.kind == "state" and e.data["state"] == "reconnecting"
+                                  for e in board.bus.recent(0)), timeout=10)
+    waiter.state("acme", "connected", timeout=10)
     assert service.net.max_seen("acme") == 1 and service.net.live_count("acme") == 1
     receipt = board.session("acme").send("79001234567", "after the drop").get(timeout=5)
     assert receipt.delivered.result(timeout=5) == service.client.messages("79001234567")[0]["id"]
@@ -72,3 +75,28 @@ def test_a_stopped_board_leaves_no_link_behind(gateway, service):
     board.stop()
     assert service.net.live_count("a") == service.net.live_count("b") == 0
     assert not board.transport._links
+
+
+def test_faults_with_their_fields_over_http_reach_the_session(gateway, service):
+    import queue
+    from switchboard.actors.connection import SendError
+    board, waiter = gateway
+    linked(board, waiter, service)
+    received: queue.Queue = queue.Queue()
+    board.on_message(received.put, company_id="acme")
+    # a sender arriving as its LID still reaches the session with its phone
+    service.client.deliver_inbound("acme", "79005550000", "from a LID", as_lid=True)
+    message = received.get(timeout=5)
+    assert message.phone == "79005550000" and message.text == "from a LID"
+    # a number that is not on WhatsApp: the send fails for good, nothing reached anyone
+    service.client.fault("acme", "no-lid", phone="79001230000")
+    receipt = board.session("acme").send("79001230000", "anyone?").get(timeout=5)
+    with pytest.raises(SendError) as failed:
+        receipt.delivered.result(timeout=5)
+    assert "not on WhatsApp" in str(failed.value) and service.client.messages("79001230000") == []
+    # a QR login that ends with a pairing error stops the session with that reason
+    board.session("qr-co").start().get(timeout=5)
+    waiter.state("qr-co", "qr")
+    service.client.fault("qr-co", "login", outcome="error")
+    status = waiter.state("qr-co", "stopped")
+    assert service.client.live_count("qr-co") == 0, status

@@ -137,6 +137,7 @@ def test_a_dead_service_is_a_drop_and_an_unanswered_send_is_unconfirmed(service,
     service.net.fault("acme", "slow", seconds=30)
     waiting = conn.send(JID, Text("in flight"))
     service.links.stop()
+    assert service.net.live_count("acme") == 0                      # the service ended its side too
     dropped = next_event(events, Disconnected)
     assert dropped.retryable and dropped.cause is Cause.DROPPED
     with pytest.raises(SendError) as failed:
@@ -234,3 +235,23 @@ def test_a_message_the_client_did_not_acknowledge_comes_again_on_the_next_link(s
     assert next_event(events2, Connected)
     assert next_event(events2, IncomingMessage).id == sent
     again.close().result(5)
+
+
+def test_closed_while_connecting_never_links(service, transports, tmp_path):
+    transport = transports(service)
+    for _ in range(20):
+        conn, events = opened(transport, tmp_path)
+        conn.close().result(timeout=5)
+        assert not conn.alive()
+    deadline = time.monotonic() + 5
+    while service.net.live_count("acme") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.net.live_count("acme") == 0 and service.net.max_seen("acme") <= 1
+
+
+def test_a_closed_transport_fails_new_links_at_once(tmp_path):
+    transport = RemoteTransport("http://127.0.0.1:9")
+    transport.close()
+    conn, events = opened(transport, tmp_path)
+    assert next_event(events, Disconnected).cause is Cause.OPEN_FAILED
+    assert conn.close().result(timeout=1) is None

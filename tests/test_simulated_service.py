@@ -152,3 +152,46 @@ def test_a_killed_simulator_comes_back_and_the_gateway_reconnects_without_a_qr(t
     finally:
         assert gateway.stop()[0] == 0
         sim.stop()
+
+
+def test_the_simulator_generates_a_private_key_and_stops_cleanly(tmp_path):
+    import subprocess
+    from tests.support.http import COMMAND, clean_env
+    data = tmp_path / "sim"
+    proc = subprocess.Popen([*COMMAND, "simulator", "--port", "0", "--data-dir", str(data)], env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        key_file = data / "admin.key"
+        assert "serving http://127.0.0.1:" in banner and f"generated and stored {key_file}" in banner
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        url = banner.split("serving ", 1)[1].split(" ", 1)[0]
+        assert Http(url, key_file.read_text().strip()).get("/api/simulator/connections")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transport", "neonize", "--simulator-url", "http://127.0.0.1:4000"], "needs --transport simulated"),
+    (["--transport", "simulated", "--simulator-url", "ftp://127.0.0.1:4000"], "must be http://host:port"),
+    (["--transport", "simulated", "--simulator-url", "http://127.0.0.1"], "must be http://host:port"),
+    (["--transport", "simulated", "--simulator-url", "http://127.0.0.1:4000/x?y"], "must be http://host:port"),
+])
+def test_a_bad_simulator_url_is_refused_before_anything_starts(tmp_path, args, message):
+    import subprocess
+    from tests.support.http import COMMAND, clean_env
+    result = subprocess.run([*COMMAND, "serve", "--port", "0", "--data-dir", str(tmp_path / "gw"), *args],
+                            env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "gw" / "admin.key").exists()
+
+
+def test_the_simulator_url_from_the_environment():
+    from switchboard.supervision.config import Config
+    config = Config.from_env({"SWITCHBOARD_TRANSPORT": "simulated", "SWITCHBOARD_SIMULATOR_URL": "http://127.0.0.1:4000",
+                              "SWITCHBOARD_SIMULATOR_KEY": "k" * 20})
+    assert config.transport_options() == {"simulator_url": "http://127.0.0.1:4000"}
+    assert config.simulator_key == "k" * 20
+    assert Config.from_env({"SWITCHBOARD_TRANSPORT": "simulated"}).transport_options() == {}

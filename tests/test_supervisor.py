@@ -12,11 +12,12 @@ from pathlib import Path
 import pykka
 import pytest
 
+from switchboard.actors.connection import Cause, ConnectFailure
 from switchboard.actors.errors import SessionUnavailable
 from switchboard.actors.messages import InjectedCrash
 from switchboard.supervision.events import parse_since, read_log
 
-from .support.sessions import FAST_BACKOFF, FAST_RESTARTS, StateWaiter, assert_stays, link
+from .support.sessions import FAST_BACKOFF, FAST_RESTARTS, ScriptedTransport, StateWaiter, assert_stays, link
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +125,7 @@ def test_supervisor_log_has_one_json_line_per_event(board, waiter):
     crashed = next(r for r in records if r["event"] == "crashed")
     assert "kaboom" in crashed["error"] and "Traceback" in crashed["traceback"]
     states = [r["state"] for r in records if r["event"] == "state" and r["companyId"] == "acme"]
-    assert states[:3] == ["starting", "qr", "connected"]
+    assert states[:4] == ["starting", "qr", "starting", "connected"]      # paired: the QR is spent
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", r["ts"]) for r in records)
 
 
@@ -238,13 +239,21 @@ def test_readme_embedding_example_runs(tmp_path):
     assert "79001234567 Hello" in result.stdout
 
 
-def test_failed_session_stays_failed_after_an_actor_restart(board, waiter):
-    link(board, waiter, "acme")
-    board.network.fault("acme", "refuse", seconds=60)
-    waiter.state("acme", "failed", timeout=10)
+def test_a_restarted_actor_tries_a_failed_session_again_and_a_remaining_cause_fails_it_again(board_factory, tmp_path):
+    """`failed` keeps the desired state: a restart (here an actor crash) tries once more,
+    which is how a fix (an upgrade) takes effect; once, a failed session stayed down."""
+    outdated = ConnectFailure("client outdated (405)", Cause.CLIENT_OUTDATED)
+    transport = ScriptedTransport([outdated, outdated])
+    board = board_factory(data_dir=tmp_path / "d", transport_override=transport)
+    waiter = StateWaiter(board)
+    board.session("acme").start().get(timeout=5)
+    waiter.state("acme", "failed")
     board.directory.refs["acme"].tell(InjectedCrash("bug"))
-    board.network.fault("acme", "refuse", seconds=0)
-    assert_stays(waiter, "acme", "failed", FAST_BACKOFF.worst_case_total())
+    wait_for_event(board, "spawned", "acme")
+    waiter.until("acme", lambda _s: transport.opened == 2)
+    status = waiter.state("acme", "failed")
+    assert status["lastError"] == "client outdated (405)"
+    waiter.close()
 
 
 def test_a_company_that_cannot_even_start_is_parked_for_good(board, waiter):

@@ -105,24 +105,38 @@ def process_gone(pid: int) -> bool:
     return fields is None or fields[0] in ("Z", "X")
 
 
-def session_children() -> list[int]:
-    """Live child processes of this test process that are multiprocessing spawn children
-    (the resource tracker, a helper multiprocessing keeps for the whole run, is excluded)."""
-    me = os.getpid()
+def _live_children(parent: int) -> list[tuple[int, bytes]]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
-        if not fields or int(fields[1]) != me:
+        if not fields or int(fields[1]) != parent or fields[0] in ("Z", "X"):
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            found.append((int(entry.name), (entry / "cmdline").read_bytes()))
         except OSError:
             continue
-        if b"spawn_main" in cmdline:
-            found.append(int(entry.name))
     return found
+
+
+def session_processes_of(parent: int) -> list[int]:
+    """The neonize session processes of `parent`: its multiprocessing spawn children, and
+    the children of its fork server (forked children are not the parent's own; the fork
+    server and the resource tracker, helpers multiprocessing keeps for the whole run, are
+    not session processes)."""
+    found = []
+    for pid, cmdline in _live_children(parent):
+        if b"spawn_main" in cmdline:
+            found.append(pid)
+        elif b"multiprocessing.forkserver" in cmdline:
+            found.extend(child for child, _ in _live_children(pid))
+    return sorted(found)
+
+
+def session_children() -> list[int]:
+    """Live session processes of this test process (see session_processes_of)."""
+    return session_processes_of(os.getpid())
 
 
 def child_started(conn) -> bool:

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Callable
 
 from switchboard.actors.backoff import BackoffPolicy
-from switchboard.actors.connection import SendError
+from switchboard.actors.connection import Cause, Connected, Interrupted, SendError
 from switchboard.actors.context import SessionSettings
 from switchboard.actors.ratelimit import RateLimit
 from switchboard.actors.transports.simulated import SimulatedConnection, SimulatedNetwork, SimulatedTransport
@@ -95,7 +95,9 @@ class ScriptedConnection:
     def open(self):
         self.transport.opened += 1
         if self.transport.script:
-            self.emit(self.transport.script.pop(0))
+            step = self.transport.script.pop(0)
+            for event in step if isinstance(step, (list, tuple)) else (step,):   # a list: several events
+                self.emit(event)
 
     def close(self):
         self.closed = True
@@ -113,7 +115,7 @@ class ScriptedConnection:
 
 
 class ScriptedTransport:
-    """Each connection emits the next scripted event when opened."""
+    """Each connection emits the next scripted event (or list of events) when opened."""
     name = "scripted"
 
     def __init__(self, script):
@@ -139,6 +141,10 @@ class HoldingConnection(SimulatedConnection):
         self.waiting: list[Future] = []
 
     def send(self, jid, payload):
+        if self.hold.get("unconfirmed"):          # the link died mid-request: outcome unknown
+            future = Future()
+            future.set_exception(SendError("link lost mid-request", retryable=False, unconfirmed=True))
+            return future
         if self.hold.get("sends"):
             future = Future()
             self.waiting.append(future)
@@ -146,12 +152,19 @@ class HoldingConnection(SimulatedConnection):
         return super().send(jid, payload)
 
     def logout(self):
+        if self.hold.get("logout_fails"):
+            future = Future()
+            future.set_exception(RuntimeError("the logout request failed"))
+            super().close()
+            return future
         return Future() if self.hold.get("logout") else super().logout()
 
     def close(self):
-        for future in self.waiting:
-            if not future.done():
-                future.set_exception(SendError("connection closed", retryable=True))
+        # keep_on_close: like a process killed mid-send, nobody ever answers the send
+        if not self.hold.get("keep_on_close"):
+            for future in self.waiting:
+                if not future.done():
+                    future.set_exception(SendError("connection closed", retryable=True))
         return super().close()
 
 
@@ -177,6 +190,7 @@ class SlowClosingConnection(SimulatedConnection):
         if self._gone is None:
             self._gone = Future()
             self._transport.closing.append(self)
+            self._transport.close_called.set()
         return self._gone
 
     def finish_closing(self) -> None:
@@ -189,6 +203,7 @@ class SlowClosingTransport(SimulatedTransport):
         super().__init__(network)
         self.closing: list[SlowClosingConnection] = []
         self.opened = 0
+        self.close_called = threading.Event()      # set once a connection started closing
 
     def connect(self, company_id, company_dir, emit):
         self.opened += 1
@@ -200,6 +215,29 @@ class SlowClosingTransport(SimulatedTransport):
 
     def close(self):
         self.finish_all()
+
+
+class HealingTransport(SimulatedTransport):
+    """Like whatsmeow after a drop: the connection stays, says Interrupted, and (when the
+    test heals it) says Connected again in the same connection."""
+
+    def __init__(self, network):
+        super().__init__(network)
+        self.connections: list[SimulatedConnection] = []
+
+    def connect(self, company_id, company_dir, emit):
+        conn = super().connect(company_id, company_dir, emit)
+        self.connections.append(conn)
+        return conn
+
+    def interrupt(self, cause: Cause = Cause.DROPPED) -> None:
+        with self.network._lock:
+            self.connections[-1]._emit(Interrupted("websocket closed (simulated)", cause))
+
+    def heal(self) -> None:
+        conn = self.connections[-1]
+        with self.network._lock:
+            conn._emit(Connected(conn._device.phone))
 
 
 def open_paths() -> set[str]:

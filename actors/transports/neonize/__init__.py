@@ -1,10 +1,14 @@
 """The real WhatsApp transport: one neonize (whatsmeow) client per company, each in its
 own child process. The gateway process imports this package but never neonize itself:
-only `child` and `mapping` touch neonize, and only inside the spawned child.
+only `child` and `mapping` touch neonize, and only inside the child (the fork server
+imports neonize's pure-Python modules, never its Go library: see preload.py).
 
 Modules, one reason to change each:
   wire            the pipe's vocabulary: message types, commands, error codes (both sides)
-  spawner         starting children with multiprocessing "spawn" from one long-lived thread
+  spawner         starting children from one long-lived thread: forked from a warm fork
+                  server (or spawned), at most max_starting starting up at once
+  preload         (fork server) the pure-Python side of neonize, imported once, never Go
+  warm_forkserver (fork server) imported by it only: runs preload.warm()
   link            the parent's end of the pipe: requests, replies, timeouts, the reader thread
   process         ending and reaping a child without ever signalling a reused pid
   translate       child dicts -> Connection events, one small handler per wire type

@@ -4,8 +4,9 @@ that imports neonize, and only inside the spawned child.
 One child process per company runs one neonize client (see DESIGN.md, "Connections"):
 neonize's Go glue is not safe with several clients in one process, its calls can hang
 for a minute or forever, and it leaks a file descriptor per connect. The parent
-(`connection.py`) starts `child_main` with multiprocessing "spawn", talks to it over a
-duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
+(`connection.py`) starts `child_main` through spawner.py (forked from the warm fork
+server, which has imported neonize's pure-Python side but never its Go library; or
+spawned), talks to it over a duplex pipe (the vocabulary is in `wire.py`) and never imports neonize itself.
 
 What each command does and which code a failure gets is in child_commands.py.
 
@@ -35,8 +36,20 @@ log = logging.getLogger("switchboard.neonize.child")
 DRAIN_QUIET = 0.3               # stopping: no event for this long after Disconnect = drained
 
 
+def _forkserver() -> Any:
+    """The preload module if this child was forked from the warm fork server, else None."""
+    return sys.modules.get(f"{__package__}.preload")
+
+
 def _die_with_parent(parent_pid: int | None) -> None:
-    """SIGKILL this process when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """SIGKILL this process when the parent dies (Linux prctl PR_SET_PDEATHSIG).
+
+    Forked from the fork server, the parent is the server, which dies with the gateway
+    (preload.py); then the gateway's own death shows as EOF on the pipe as well."""
+    server = _forkserver()
+    if server is not None and server.FORKSERVER_PID:
+        parent_pid = server.FORKSERVER_PID
+        _release_forkserver()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)     # 1 = PR_SET_PDEATHSIG
@@ -44,6 +57,28 @@ def _die_with_parent(parent_pid: int | None) -> None:
         pass                                            # not Linux: pipe EOF still ends us
     if parent_pid and os.getppid() != parent_pid:       # parent died before prctl took effect
         os._exit(wire.EXIT_PARENT_GONE)
+
+
+def _release_forkserver() -> None:
+    """Close the fork server's "alive" pipe inherited from it: the server exits when the
+    gateway's end closes, which must not wait for the last child (whose death waits for
+    the server's, PR_SET_PDEATHSIG)."""
+    from multiprocessing import forkserver
+    fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
+
+
+def _go_runtime_defaults() -> None:
+    """The Go runtime reads its settings from the environment once, when the library
+    loads: set defaults before that. One connection needs no more than two Ps; Go's own
+    default is one per CPU, each with its caches and GC workers, on a big machine times
+    every company. The gateway's environment (GOMAXPROCS, GOGC, GOMEMLIMIT) wins."""
+    os.environ.setdefault("GOMAXPROCS", "2")
 
 
 def _log_level(name: str) -> int:
@@ -249,7 +284,14 @@ def child_main(cfg: dict, conn: Any) -> None:
     # other commands wait in run_command until `ready`, which needs the client.
     threading.Thread(target=session.command_loop, daemon=True, name="commands").start()
     uuid = f"{cfg['company_id']}#{cfg.get('generation', 0)}#{secrets.token_hex(4)}"   # unique per child
+    _go_runtime_defaults()
+    server = _forkserver()
+    if server is not None:
+        server.finish_neonize_import()        # runs neonize/__init__: loads Go, here
     session.client = client = _make_client(cfg, session, uuid)
+    started = cfg.pop("started_signal", None)
+    if started is not None:
+        started.close()                       # start-up over: the spawner may start the next one
 
     from neonize._binder import ProxySettings
     proxy = ProxySettings(proxy_address=cfg["proxy"]) if cfg.get("proxy") else None

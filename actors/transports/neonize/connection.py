@@ -1,8 +1,8 @@
 """NeonizeConnection: one company's link to WhatsApp as one child process.
 
 This module runs in the gateway process and must never import neonize, directly or
-indirectly: the child is started with multiprocessing "spawn" (spawner.py) and imports
-the neonize side (child.py) by name.
+indirectly: the child is started by spawner.py (forked from a fork server that has never
+loaded Go, or spawned) and imports the neonize side (child.py) by name.
 
 Why a process per company (measured, ../shared/notes/neonize.md §0, §4, §9): neonize's Go
 glue keeps unlocked global maps (concurrent connects and sends abort the whole process),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ...connection import EmitFn
 from ..proxy import validate_proxy
+from . import spawner
 from .connection import COMMAND_TIMEOUT, DB_FILES, SEND_TIMEOUT, NeonizeConnection
 
 log = logging.getLogger("switchboard.neonize")
@@ -25,7 +26,11 @@ class NeonizeTransport:
     def __init__(self, *, device_name: str = "Switchboard", proxy: str | None = None,
                  proxies: dict[str, str] | None = None, go_log_level: str = "WARNING",
                  stop_grace: float = 3.0, connect_deadline: float | None = None,
-                 command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT) -> None:
+                 command_timeout: float = COMMAND_TIMEOUT, send_timeout: float = SEND_TIMEOUT,
+                 start_method: str | None = None, max_starting: int | None = None) -> None:
+        """`start_method` ("forkserver", the default, or "spawn") and `max_starting` (children
+        starting up at once; 0: the CPU count) set the process-wide spawner (spawner.py)."""
+        spawner.configure(start_method=start_method, max_starting=max_starting)
         self.device_name = device_name
         self.proxy = validate_proxy(proxy)
         self.proxies = {company: validate_proxy(url) for company, url in (proxies or {}).items()}

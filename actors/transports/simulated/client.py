@@ -59,8 +59,8 @@ class SimulatorClient:
     def messages(self, phone: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/simulator/phones/{_q(phone)}/messages")["messages"]
 
-    def connections(self) -> dict[str, Any]:
-        return self._call("GET", "/api/simulator/connections")
+    def connections(self, history: int = 200) -> dict[str, Any]:
+        return self._call("GET", f"/api/simulator/connections?history={int(history)}")
 
     def max_seen(self, company_id: str) -> int:
         return self.connections()["companies"].get(company_id, {}).get("maxSeen", 0)

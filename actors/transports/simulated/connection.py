@@ -9,9 +9,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...connection import ConnectionEvent, EmitFn, IncomingMessage, PairingCode, SendError
+from ...connection import ConnectionEvent, EmitFn, IncomingMessage, PairingCode, Receipt, SendError
 from ...payload import Payload
-from ...phone import normalize_phone
+from ...phone import USER_SERVER, normalize_phone
 from . import codes
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class SimulatedConnection:
             # What the neonize child does for a LID sender with no phone alternate: ask
             # the LID store (whatsmeow's get_pn_from_lid).
             event = dataclasses.replace(event, phone=self.network.phone_for_lid(event.chat) or "")
+        elif isinstance(event, Receipt) and event.chat.endswith("@" + codes.LID_SERVER):
+            event = dataclasses.replace(event, chat=pn_chat(event.chat, self.network.phone_for_lid(event.chat)))
         self._emit_fn(event)
 
     def _push(self, message: IncomingMessage) -> None:
@@ -125,6 +127,11 @@ class SimulatedConnection:
     def _write_credentials(self, device: _Device) -> None:
         if self.company_dir is not None:
             write_credentials(self.company_dir, {"device": device.id, "phone": device.phone})
+
+
+def pn_chat(lid_chat: str, phone: str | None) -> str:
+    """A receipt's LID chat as the phone's JID (kept as it is when the LID store has no phone)."""
+    return f"{phone}@{USER_SERVER}" if phone else lid_chat
 
 
 def read_credentials(company_dir: Path) -> dict[str, Any] | None:

@@ -12,13 +12,13 @@ It records every live connection per company and account over time and the most 
 seen at once, so a test can prove there never were two.
 
 Faults (see `fault`) reproduce what the gateway must survive; faults.py holds their
-names and per-company state. The network calls a few methods on its links (a
+names, per-company state and how each is applied; ledger.py the record of live links.
+The network calls a few methods on its links (a
 `SimulatedConnection`, in-process or the service's end of a socket): `_emit`, `_die`,
 `_push`, `_read_credentials`, `_write_credentials`.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import threading
@@ -27,20 +27,20 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...connection import (Cause, Connected, Disconnected, IncomingMessage, Interrupted, LoggedOut, LogoutResult, Paired,
+from ...connection import (Cause, Connected, Disconnected, IncomingMessage, LoggedOut, LogoutResult, Paired,
                           QrCode, QrExhausted, Receipt, Replaced, SendError, TemporaryBan)
 from ...payload import Payload, Text
 from ...phone import InvalidInput, USER_SERVER, jid_to_phone, normalize_phone
 from ...scheduler import Scheduler
 from . import codes
-from .faults import (FAULTS, LOGIN_OUTCOMES, CompanyFaults, check_logout_code, check_seconds, event, logged_out,
-                     login_failure, not_on_whatsapp)
+from . import faults
+from .faults import CompanyFaults, connect_failure, event, not_on_whatsapp
+from .ledger import Ledger
 from .store import DeviceStore
 
 if TYPE_CHECKING:
     from .connection import SimulatedConnection
 
-HISTORY = 2000          # connection changes kept for GET /api/simulator/connections
 
 
 @dataclasses.dataclass
@@ -74,10 +74,7 @@ class SimulatedNetwork:
         self._known: set[str] = set()                 # companies that ever connected or linked
         self._pending_qr: dict[str, SimulatedConnection] = {}
         self._pair_phone: dict[str, str] = {}
-        self._live: dict[str, set[SimulatedConnection]] = {}
-        self._max_seen: dict[str, int] = {}
-        self._account_max: dict[str, int] = {}
-        self._history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+        self._ledger: Ledger[SimulatedConnection] = Ledger()
         self._received: dict[str, list[dict[str, Any]]] = {}
         self._faults: dict[str, CompanyFaults] = {}
         self._not_on_whatsapp: set[str] = set()
@@ -128,71 +125,9 @@ class SimulatedNetwork:
 
     def fault(self, company_id: str, fault: str, seconds: float = 30.0, *, phone: str | None = None,
               outcome: str | None = None, code: int | None = None) -> dict[str, Any]:
-        """Inject a fault (faults.FAULTS says what each does). LookupError for a company
-        the network never saw, or one without what the fault needs."""
-        if fault not in FAULTS:
-            raise InvalidInput(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
-        seconds = check_seconds(seconds)
-        if fault == "no-lid":
-            phone = normalize_phone(phone)
-        if fault == "login" and outcome not in LOGIN_OUTCOMES:
-            raise InvalidInput(f"outcome must be one of {', '.join(LOGIN_OUTCOMES)}")
-        if fault == "logout":
-            code = check_logout_code(code)
-        with self._lock:
-            if company_id not in self._known:
-                raise LookupError(f"company {company_id!r} never connected to the simulator")
-            faults = self._faults.setdefault(company_id, CompanyFaults())
-            device = self._devices.get(self._company_device.get(company_id, ""))
-            live = self._live_connection(company_id)
-            answer: dict[str, Any] = {"companyId": company_id, "fault": fault, "seconds": seconds}
-            if fault == "latency":
-                faults.latency = seconds
-            elif fault == "slow":
-                faults.slow = seconds
-            elif fault == "drop":
-                if live:
-                    live._die(Disconnected("connection dropped (simulated)", Cause.DROPPED))
-            elif fault == "refuse":
-                # An outage: the link drops now and connects are refused until it ends.
-                faults.refuse_until = self._clock() + seconds
-                if live:
-                    live._die(Disconnected("connection lost: network unreachable (simulated)", Cause.UNREACHABLE))
-            elif fault == "ban":
-                faults.ban_until = self._clock() + seconds
-                if live:
-                    live._die(TemporaryBan(seconds))
-            elif fault in ("interrupt", "blackhole"):
-                if live is None or live._state != "connected":
-                    raise LookupError(f"company {company_id!r} is not connected")
-                self._interrupt(live, fault, seconds)
-            elif fault == "no-lid":
-                if seconds > 0:
-                    self._not_on_whatsapp.add(phone)
-                else:
-                    self._not_on_whatsapp.discard(phone)
-                answer["phone"] = phone
-            elif fault == "pair-stall":
-                faults.pair_stall = seconds > 0
-            elif fault == "login":
-                conn = self._pending_qr.get(company_id)
-                if conn is None:
-                    raise LookupError(f"company {company_id!r} is not showing a QR code")
-                self._login_fails(conn, outcome)
-                answer["outcome"] = outcome
-            elif device is None or device.removed:
-                raise LookupError(f"company {company_id!r} has no linked device")
-            elif fault == "logout":
-                self._remove(device)
-                if device.live:
-                    device.live._die(logged_out(code))
-                answer["code"] = code
-            elif fault == "replace":
-                if device.live:
-                    device.live._die(Replaced())
-                device.foreign_live = True
-                self._record(company_id)
-            return answer
+        """Inject a fault (faults.py says what each does). LookupError for a company the
+        network never saw, or one without what the fault needs (a live link, a QR code)."""
+        return faults.inject(self, company_id, fault, seconds, phone=phone, outcome=outcome, code=code)
 
     def deliver_inbound(self, company_id: str, sender: str, text: str, message_id: str | None = None,
                         push_name: str = "", *, as_lid: bool = False) -> str:
@@ -227,13 +162,17 @@ class SimulatedNetwork:
         with self._lock:
             return list(self._received.get(normalize_phone(phone), []))
 
-    def connections(self) -> dict[str, Any]:
+    def connections(self, history: int = 200) -> dict[str, Any]:
         """Live connections per company (and the most ever seen at once), per account
-        (phone), and the recent history of changes."""
+        (phone: its linked devices, their live links now, and the most one device ever had
+        at once, outside clients included), and the last `history` changes (at most
+        ledger.HISTORY are kept). Several companies may link one phone (devices of one
+        account, as on WhatsApp); two live links for one device are what must never be."""
         with self._lock:
-            companies = {cid: {"live": len(self._live.get(cid, ())), "maxSeen": self._max_seen.get(cid, 0),
+            ledger = self._ledger
+            companies = {cid: {"live": ledger.live_count(cid), "maxSeen": ledger.max_seen(cid),
                                "phone": (self._devices.get(self._company_device.get(cid, "")) or _NO_DEVICE).phone}
-                         for cid in set(self._live) | set(self._max_seen)}
+                         for cid in ledger.companies()}
             accounts: dict[str, dict[str, int]] = {}
             for device in self._devices.values():
                 if device.removed:
@@ -241,16 +180,16 @@ class SimulatedNetwork:
                 acc = accounts.setdefault(device.phone, {"live": 0, "devices": 0, "maxSeen": 0})
                 acc["devices"] += 1
                 acc["live"] += int(device.live is not None) + int(device.foreign_live)
-                acc["maxSeen"] = self._account_max.get(device.phone, 0)
-            return {"companies": companies, "accounts": accounts, "history": list(self._history)}
+                acc["maxSeen"] = ledger.account_max(device.phone)
+            return {"companies": companies, "accounts": accounts, "history": ledger.history(history)}
 
     def live_count(self, company_id: str) -> int:
         with self._lock:
-            return len(self._live.get(company_id, ()))
+            return self._ledger.live_count(company_id)
 
     def max_seen(self, company_id: str) -> int:
         with self._lock:
-            return self._max_seen.get(company_id, 0)
+            return self._ledger.max_seen(company_id)
 
     def close(self) -> None:
         if self._own_scheduler:
@@ -278,6 +217,9 @@ class SimulatedNetwork:
                 return
             if faults.ban_until > now:
                 conn._die(TemporaryBan(round(faults.ban_until - now, 3)))
+                return
+            if faults.reject_until > now:
+                conn._die(connect_failure(faults.reject_code))
                 return
             credentials = conn._read_credentials()
             if credentials is None:
@@ -321,68 +263,28 @@ class SimulatedNetwork:
             conn._emit(QrCode(conn._qr, lifetime))
             self._scheduler.call_later(lifetime, self._show_qr, conn, n + 1)
 
-    def _login_fails(self, conn: SimulatedConnection, outcome: str) -> None:
-        """A QR login ends without a link (or, scanned without multi-device, goes on)."""
-        failure = login_failure(outcome)
-        if failure is None:         # the same code stays valid; the user is told why it did not link
-            left = max(0.0, round(conn._qr_expires - self._clock(), 3))
-            conn._emit(event(QrCode, code=conn._qr, expires_in=left,
-                             hint="the phone scanned the code without multi-device; update WhatsApp on the phone"))
-            return
-        self._pending_qr.pop(conn.company_id, None)
-        conn._die(failure)
-
-    def _interrupt(self, conn: SimulatedConnection, fault: str, seconds: float) -> None:
-        """The link is lost (interrupt) or goes silent (blackhole) and the client heals it
-        by itself after `seconds`: Interrupted now, Connected again on the same link then."""
-        if fault == "interrupt":
-            conn._state = "interrupted"
-            conn._emit(Interrupted("connection lost; the client is reconnecting (simulated)", Cause.DROPPED))
-        else:
-            conn._state = "blackhole"
-            conn._emit(Interrupted("keep-alive timed out; the server does not answer (simulated)",
-                                   Cause.KEEPALIVE))
-        self._scheduler.call_later(seconds, self._heal, conn, conn._state)
-
-    def _heal(self, conn: SimulatedConnection, state: str) -> None:
-        with self._lock:
-            device = conn._device
-            if conn._state != state or device is None or device.live is not conn:
-                return
-            conn._state = "connected"
-            conn._emit(Connected(device.phone))
-            self._drain(device, conn)
-
     def _mark_live(self, conn: SimulatedConnection) -> None:
-        live = self._live.setdefault(conn.company_id, set())
-        live.add(conn)
-        self._max_seen[conn.company_id] = max(self._max_seen.get(conn.company_id, 0), len(live))
-        self._record(conn.company_id)
+        self._ledger.mark(conn.company_id, conn, *self._account(conn.company_id))
 
     def _unmark_live(self, conn: SimulatedConnection) -> None:
-        live = self._live.get(conn.company_id, set())
-        if conn in live:
-            live.discard(conn)
-            self._record(conn.company_id)
+        self._ledger.unmark(conn.company_id, conn, *self._account(conn.company_id))
         if self._pending_qr.get(conn.company_id) is conn:
             del self._pending_qr[conn.company_id]
         if conn._device is not None and conn._device.live is conn:
             conn._device.live = None
 
     def _record(self, company_id: str) -> None:
-        """One line of history, and the account's most-at-once (its device plus any
-        outside client on the same credentials)."""
-        live = len(self._live.get(company_id, ()))
+        self._ledger.record(company_id, *self._account(company_id))
+
+    def _account(self, company_id: str) -> tuple[str | None, int]:
+        """The company's account (phone) and the outside clients on its credentials."""
         device = self._devices.get(self._company_device.get(company_id, ""))
-        entry: dict[str, Any] = {"at": time.time(), "companyId": company_id, "live": live}
-        if device is not None and not device.removed:
-            on_device = live + int(device.foreign_live)
-            entry["phone"] = device.phone
-            self._account_max[device.phone] = max(self._account_max.get(device.phone, 0), on_device)
-        self._history.append(entry)
+        if device is None or device.removed:
+            return None, 0
+        return device.phone, int(device.foreign_live)
 
     def _live_connection(self, company_id: str) -> SimulatedConnection | None:
-        return next(iter(self._live.get(company_id, ())), None)
+        return self._ledger.any_live(company_id)
 
     def _send(self, conn: SimulatedConnection, jid: str, payload: Payload) -> Future:
         future: Future = Future()
@@ -446,7 +348,11 @@ class SimulatedNetwork:
                 return              # the link went first: its close failed the send as unconfirmed
             future.set_result(message_id)
             if delivered:
-                conn._emit(Receipt((message_id,), jid, "delivered", time.time()))
+                # whatsmeow sends DMs to the recipient's LID, so its receipts name the LID
+                # chat; the client maps it back to the phone (as the neonize child does).
+                lid = codes.lid_for(jid_to_phone(jid))
+                self._lids[lid] = jid_to_phone(jid)
+                conn._emit(Receipt((message_id,), f"{lid}@{codes.LID_SERVER}", "delivered", time.time()))
 
     def _timed_out(self, conn: SimulatedConnection, future: Future) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt, SendError)
 from ...payload import Payload, Text
 from . import codes, wire
-from .connection import CREDENTIALS_FILE, read_credentials, write_credentials
+from .connection import CREDENTIALS_FILE, pn_chat, read_credentials, write_credentials
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE = 5.0            # how long a closing link waits for the service's `closed`
@@ -39,6 +39,7 @@ class RemoteTransport:
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
         self._address: tuple[str, int] | None = None
+        self._asking: asyncio.Future | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simulator-client", daemon=True)
         self._thread.start()
@@ -76,13 +77,18 @@ class RemoteTransport:
             self._links.discard(link)
 
     async def _link_address(self) -> tuple[str, int]:
-        if self._address is None:
+        """The link server's address; links opening at once share one question."""
+        if self._address is not None:
+            return self._address
+        if self._asking is None or self._asking.done():
             def ask() -> tuple[str, int]:
                 with urllib.request.urlopen(self.url + "/api/simulator/link", timeout=self.connect_timeout) as r:
                     body = json.loads(r.read())
                 return str(body["host"]), int(body["port"])
-            self._address = await self._loop.run_in_executor(None, ask)
-        return self._address
+            self._asking = self._loop.run_in_executor(None, ask)
+        address = await asyncio.shield(self._asking)
+        self._address = address
+        return address
 
 
 class RemoteConnection:
@@ -107,6 +113,9 @@ class RemoteConnection:
             if self._state != "new":
                 return
             self._state = "opening"
+        if self.transport._loop.is_closed():     # the transport is closed: no loop to run the link on
+            self._finish(Disconnected("the simulator transport is closed", Cause.OPEN_FAILED))
+            return
         asyncio.run_coroutine_threadsafe(self._run(), self.transport._loop)
 
     def close(self) -> Future:
@@ -154,11 +163,13 @@ class RemoteConnection:
             self._writer = writer
             if not closing:
                 self._state = "open"
+        if closing:                        # closed while connecting: never say hello
+            writer.close()
+            self._finish(Disconnected("closed before the link was up"))
+            return
         credentials = read_credentials(self.company_dir)
         writer.write(wire.line({"op": "hello", "version": wire.VERSION, "company": self.company_id,
                                 "credentials": credentials}))
-        if closing:
-            self._begin_close()
         inbox: asyncio.Queue = asyncio.Queue()
         consumer = asyncio.ensure_future(self._consume(inbox, writer))
         lost: Exception | None = None
@@ -201,11 +212,10 @@ class RemoteConnection:
 
     async def _event(self, event: ConnectionEvent, writer: asyncio.StreamWriter) -> None:
         if isinstance(event, IncomingMessage) and not event.phone and event.chat.endswith("@" + codes.LID_SERVER):
-            try:
-                phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=event.chat)), 10)
-            except Exception:
-                phone = None
+            phone = await self._lookup(event.chat)
             event = dataclasses.replace(event, phone=phone or "")
+        elif isinstance(event, Receipt) and event.chat.endswith("@" + codes.LID_SERVER):
+            event = dataclasses.replace(event, chat=pn_chat(event.chat, await self._lookup(event.chat)))
         with self._guard:
             closing, over = self._state == "closing", self._over
         # The service holds a message until it is acknowledged, which the gateway does once
@@ -234,6 +244,14 @@ class RemoteConnection:
                 here = False
             write() if here else loop.call_soon_threadsafe(write)
         return ack
+
+    async def _lookup(self, lid_chat: str) -> str | None:
+        """The phone of a LID, from the service's LID store (None when it has none)."""
+        try:
+            phone = await asyncio.wait_for(asyncio.wrap_future(self._request("lid", lid=lid_chat)), 10)
+        except Exception:
+            return None
+        return phone if isinstance(phone, str) else None
 
     def _begin_close(self) -> None:
         writer = self._writer

@@ -3,9 +3,12 @@ SimulatedNetwork. One asyncio loop on one thread serves every link; the network 
 its links from any thread (timers, HTTP requests), so a link writes through
 `call_soon_threadsafe`, which keeps the order the network emitted in.
 
-A link is live exactly while its socket is open: when the gateway dies, the kernel
-closes its sockets, the read ends, and the link is over (what it had not acknowledged is
-held again for the device's next link).
+A link is live only while its socket is open: when the gateway dies, the kernel closes
+its sockets, the read ends, and the link is over (what it had not acknowledged is held
+again for the device's next link). A link also ends while its socket is still open: on a
+final event (a drop, a logout, a replacement ...) or when the client says `close`; the
+socket then stays until the client closes it, so nothing on the way is reset, and any
+command that still comes is answered (not connected).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from .network import SimulatedNetwork, _Device
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
+END_GRACE = 30.0         # how long an ended link's socket waits for the client to close it
 
 
 class ServiceLink(SimulatedConnection):
@@ -93,6 +97,7 @@ class LinkServer:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simulator-links", daemon=True)
 
     def start(self) -> LinkServer:
@@ -109,7 +114,8 @@ class LinkServer:
                 self._server.close()
             for writer in list(self._writers):
                 writer.close()
-            await asyncio.sleep(0)
+            if self._serving:                # each link ends in the network before the loop stops
+                await asyncio.wait(list(self._serving), timeout=5)
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -117,6 +123,10 @@ class LinkServer:
         self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         self._writers.add(writer)
         link: ServiceLink | None = None
         try:
@@ -149,7 +159,11 @@ class LinkServer:
             if writer.is_closing():
                 return
             if message is None:
-                writer.close()
+                # The link is over, but the client closes the socket (its transport does once
+                # the session closes the connection): closing it here with the client's
+                # commands unread would reset it and lose the last event on the way. A
+                # command that still comes gets a definite answer (not connected).
+                loop.call_later(END_GRACE, writer.close)
             else:
                 writer.write(wire.line(message))
 
@@ -185,7 +199,7 @@ class LinkServer:
             future = link.logout()
             self._reply(link, req, future)
             if future.result().told_whatsapp:
-                link._send(None)          # unlinked: the socket closes after the answer
+                link._send(None)          # unlinked: the link is over after the answer
         else:
             raise wire.ProtocolError(f"unknown op {op!r}")
 
