@@ -84,12 +84,14 @@ class EventStreams:
         try:
             yield "retry: 3000\n: stream open\n\n"
             last_sent = time.monotonic()
-            while not disconnected():
+            while True:
                 if self._closing:
                     yield "event: close\ndata: {\"reason\": \"server shutting down\"}\n\n"
                     return
                 if token in self._revoked:
                     yield "event: close\ndata: {\"reason\": \"API key revoked\"}\n\n"
+                    return
+                if disconnected():
                     return
                 if reader.reset:
                     reader.reset = False

@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import urllib.parse
 
 from switchboard.actors.phone import validate_company_id
 
-from .client import _client, _print
+from .client import _call, _client, _print
 from .config import Config
 
 
@@ -27,8 +26,7 @@ def webhooks(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     company = validate_company_id(args.company) if args.company else None
     if args.action == "dead":
-        query = {"limit": str(args.limit), **({"company": company} if company else {})}
-        answer = client.call("GET", "/api/webhooks/dead?" + urllib.parse.urlencode(query))
+        answer = _call(client.request, "GET", "/api/webhooks/dead", query={"limit": args.limit, "company": company})
         rows = answer.get("deadLetters", [])
         if not rows:
             print("no dead letters")
@@ -40,5 +38,5 @@ def webhooks(args: argparse.Namespace, config: Config) -> int:
         print(f"{answer.get('count')} shown of {answer.get('total')}")
         return 0
     body = {**({"ids": args.ids} if args.ids else {}), **({"companyId": company} if company else {})}
-    _print(client.call("POST", "/api/webhooks/dead/replay", body))
+    _print(_call(client.request, "POST", "/api/webhooks/dead/replay", body))
     return 0
