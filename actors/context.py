@@ -29,9 +29,10 @@ class SessionSettings:
     logout_timeout: float = 10.0
     fsync: bool = False                # fsync every outbox write (survive power loss, slower)
     max_queued: int = 1000             # pending sends per company before new ones are refused
-    # Longer than whatsmeow's own 75 s wait for the server's answer: a send with no answer
-    # this long is settled `unconfirmed` (it may have been delivered), never resent.
-    send_timeout: float = 90.0
+    # Longer than whatsmeow's own 75 s wait for the server's answer, and a little longer than
+    # the neonize transport's 90 s (its answer says more): a send with no answer this long is
+    # settled `unconfirmed` (it may have been delivered), never resent.
+    send_timeout: float = 100.0
     close_wait: float = 15.0           # a stopping actor waits (and still listens) this long for its link to go
     reconnect_grace: float = 30.0      # an interrupted link may come back by itself this long
     # A keep-alive black hole: whatsmeow forces its own reconnect after 3 minutes; let it act first.

@@ -52,6 +52,16 @@ class LateMail:
             log.warning("[%s] %s arrived after the session ended and its close wait was over; dropped",
                         self._company_id, type(message.event).__name__)
 
+    def close(self) -> None:
+        """Nobody will drain (the actor crashed): what comes later is dropped, and counted."""
+        with self._lock:
+            self._open = False
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
     def drain(self, inbox: queue.Queue, closing: list[Future], wait: float, handle: Callable[[Any], None]) -> None:
         """On the actor's own thread (on_stop): hand every late message to `handle`, first
         those still in pykka's `inbox`, then those told since, until every future in

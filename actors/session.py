@@ -124,6 +124,7 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
         self._report_exit(True, "stopped")
 
     def on_failure(self, exc_type, exc, tb) -> None:
+        self._late.close()        # a crashed actor does not wait: what its link still emits is dropped, logged
         self._release()
         self._report_exit(False, repr(exc), "".join(traceback.format_exception(exc_type, exc, tb)))
 

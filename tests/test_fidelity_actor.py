@@ -338,3 +338,59 @@ def _board(tmp_path, transport):
     from .support.sessions import FAST_RESTARTS
     return Switchboard(data_dir=tmp_path / "data", transport=transport, settings=FAST_SETTINGS,
                        restart_policy=FAST_RESTARTS).start()
+
+
+# ---- the same gaps through the simulator's own faults ----------------------------------------
+
+def test_simulator_slow_answer_past_whatsmeows_deadline_is_unconfirmed_and_sent_once(board_factory, tmp_path):
+    network = make_network(ack_deadline=0.3)            # whatsmeow's 75 s, scaled down
+    board = board_factory(network, data_dir=tmp_path / "d")
+    waiter = StateWaiter(board)
+    link(board, waiter, "acme")
+    unconfirmed = events_of(board, "message.unconfirmed")
+    network.fault("acme", "slow", seconds=1.0)
+    receipt = board.session("acme").send(RECIPIENT, "slow").get(timeout=5)
+    (event,) = unconfirmed()
+    assert event["id"] == receipt.id
+    assert waiter.until("acme", lambda s: s["unconfirmed"] == 1)["queued"] == 0
+    network.fault("acme", "slow", seconds=0)
+    board.session("acme").send(RECIPIENT, "after").get(timeout=5).delivered.result(timeout=5)
+    assert [m["text"] for m in network.messages(RECIPIENT)] == ["slow", "after"]     # "slow" once
+    waiter.close()
+
+
+@pytest.mark.parametrize("fault", ["interrupt", "blackhole"])
+def test_simulator_interruption_heals_on_the_same_link(board_factory, tmp_path, fault):
+    network = make_network()
+    board = board_factory(network, data_dir=tmp_path / "d")
+    waiter = StateWaiter(board)
+    link(board, waiter, "acme")
+    network.fault("acme", fault, seconds=0.5)
+    status = waiter.state("acme", "reconnecting")
+    assert status["interrupted"] is True and status["reconnectAttempts"] == 0
+    status = waiter.state("acme", "connected", timeout=5)
+    assert status["reconnectAttempts"] == 0
+    assert network.max_seen("acme") == 1
+    waiter.close()
+
+
+def test_simulator_pair_stall_is_caught_by_the_watch_and_the_stored_credentials_connect(board_factory, tmp_path):
+    network = make_network()
+    board = board_factory(network, data_dir=tmp_path / "d", settings=dataclasses.replace(FAST_SETTINGS,
+                                                                                          pair_timeout=0.3))
+    waiter = StateWaiter(board)
+    board.session("acme").start().get(timeout=5)
+    waiter.state("acme", "qr")
+    network.fault("acme", "pair-stall", seconds=1)
+    network.scan("acme", "79990001122")
+    status = waiter.until("acme", lambda s: s["status"] == "reconnecting" and "did not finish" in s["lastError"])
+    assert status["qrAvailable"] is False
+    assert waiter.state("acme", "connected", timeout=5)["phoneNumber"] == "+79990001122"
+    waiter.close()
+
+
+def test_simulator_logout_as_banned_says_banned(board, waiter):
+    link(board, waiter, "acme")
+    board.network.fault("acme", "logout", code=406)
+    error = waiter.state("acme", "logged_out")["lastError"]
+    assert "banned" in error and "appeal to WhatsApp" in error      # not "scan a new QR code"
