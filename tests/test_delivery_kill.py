@@ -127,8 +127,11 @@ def test_sigkill_mid_burst_twice_loses_no_inbound_message_and_no_accepted_send(t
         assert all(len(s) == 1 for s in seqs.values()), "a message was logged twice"
         # outbound: every accepted send reached the phone; none twice
         assert len(client.accepted) == len(COMPANIES) * SENDS_PER_COMPANY
-        assert wait_until(lambda: {m["text"] for m in simulator.client.messages(RECIPIENT)}
-                          >= set(client.accepted.values()), timeout=60)
+        arrived = wait_until(lambda: {m["text"] for m in simulator.client.messages(RECIPIENT)}
+                             >= set(client.accepted.values()), timeout=60)
+        missing = set(client.accepted.values()) - {m["text"] for m in simulator.client.messages(RECIPIENT)}
+        assert arrived, f"accepted sends that never arrived: {sorted(missing)}; statuses: " + \
+            str({c: status(http, c) for c in COMPANIES})
         got = collections.Counter(m["text"] for m in simulator.client.messages(RECIPIENT))
         twice = {text: n for text, n in got.items() if n > 1}
         assert not twice, f"sent more than once: {twice}"
