@@ -155,6 +155,12 @@ class IncomingMessage:
     kind: str = "text"
     content: dict = dataclasses.field(default_factory=dict)
 
+    # Set by a transport whose client acknowledges messages (the simulator service): called
+    # once the message is in the event log (actors/inbound.py), so one the gateway never
+    # logged is delivered again. Local to this process: never on the wire.
+    ack: Callable[[], None] | None = dataclasses.field(default=None, compare=False, repr=False,
+                                                       metadata={"local": True})
+
     @property
     def event_kind(self) -> str:
         """The event it is published as: `message` for text and media, its own kind otherwise."""

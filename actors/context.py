@@ -41,6 +41,7 @@ class SessionSettings:
     pair_timeout: float = 60.0         # paired, but no Connected this long: reconnect with the stored credentials
     pair_code_fresh: float = 60.0      # a pairing code asked later into a QR session gets a fresh session
     pair_code_window: float = 160.0    # whatsmeow's QR session (60 s + 5 x 20 s): a pairing code's lifetime
+    idempotency_keys: int = 1000       # Idempotency-Keys remembered per company after their send went out
 
 
 Publish = Callable[[str, str, dict[str, Any]], None]           # (company_id, kind, data)

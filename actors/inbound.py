@@ -1,69 +1,62 @@
-"""Inbound traffic of one company: incoming messages, de-duplicated by id across
-restarts, and receipts, each published as one event.
+"""Inbound traffic of one company: incoming messages and receipts, each published once.
 
 WhatsApp redelivers a message until a client acknowledges it, and a closing connection
-may still hand over what it had received: the ids seen are kept (`inbound-seen.jsonl`)
-so that each message is published once.
+may still hand over what it had received. The dedupe is the gateway's event log
+(supervision/eventlog.py): `publish` appends the message's event and answers None for an
+id already logged, so an id counts as seen only once its event is durable. (The old
+design wrote the id to a dedupe file first and queued the event in memory: a kill in
+between lost the message for good, because its redelivery was then dropped.)
 """
 from __future__ import annotations
 
-import collections
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from .connection import IncomingMessage, Receipt
-from .journal import Journal
 from .kinds import EventKind
 
+log = logging.getLogger(__name__)
 
-class SeenIds:
-    def __init__(self, path: Path, keep: int = 5000) -> None:
-        self._journal = Journal(path)
-        self._keep = keep
-        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
-        for record in self._journal.read():
-            self._remember(str(record.get("id")))
-
-    def add(self, message_id: str) -> bool:
-        """True the first time `message_id` is seen; False for a redelivery."""
-        if message_id in self._ids:
-            return False
-        self._remember(message_id)
-        try:
-            self._journal.append({"id": message_id})
-            if self._journal.records_written > 2 * self._keep:
-                self._journal.rewrite([{"id": i} for i in self._ids])
-        except OSError:
-            pass   # still de-duplicated in memory; at worst one duplicate after a restart
-        return True
-
-    def close(self) -> None:
-        self._journal.close()
-
-    def _remember(self, message_id: str) -> None:
-        self._ids[message_id] = None
-        while len(self._ids) > self._keep:
-            self._ids.popitem(last=False)
+# (kind, data) -> the logged event; None: a message id already logged; NOT_LOGGED: the log failed
+Publish = Callable[[EventKind, dict[str, Any]], Any]
+NOT_LOGGED = type("NotLogged", (), {"__repr__": lambda self: "NOT_LOGGED", "__bool__": lambda self: False})()
 
 
 class Inbound:
-    def __init__(self, company_dir: Path, publish: Callable[[EventKind, dict[str, Any]], None]) -> None:
-        self._seen = SeenIds(company_dir / "inbound-seen.jsonl")
+    def __init__(self, company_dir: Path, publish: Publish) -> None:
         self._publish = publish
         self.received = 0
+        self.redelivered = 0
 
-    def message(self, message: IncomingMessage) -> None:
-        if not self._seen.add(message.id):
-            return
-        self.received += 1
-        self._publish(EventKind(message.event_kind), {
+    def message(self, message: IncomingMessage) -> bool:
+        """True if the message was logged now; False for a redelivery (already logged) or
+        when the log could not be written. A transport that lets the client acknowledge a
+        message (`message.ack`) is acknowledged only once the message is in the log, so a
+        gateway killed before that gets it again."""
+        event = self._publish(EventKind(message.event_kind), {
             "id": message.id, "chat": message.chat, "phone": message.phone, "pushName": message.push_name,
             "text": message.text, "timestamp": message.timestamp, "isGroup": message.is_group,
             **message.details()})
+        if event is NOT_LOGGED:
+            log.error("incoming message %s was not logged; it is not acknowledged, so it comes again", message.id)
+            return False
+        ack = getattr(message, "ack", None)
+        if ack is not None:
+            try:
+                ack()
+            except Exception:
+                log.warning("acknowledging message %s failed; it may come again (and is deduplicated)",
+                            message.id, exc_info=True)
+        if event is None:
+            self.redelivered += 1
+            return False
+        self.received += 1
+        return True
 
     def receipt(self, receipt: Receipt) -> None:
         self._publish(EventKind.RECEIPT, {"messageIds": list(receipt.message_ids), "chat": receipt.chat,
                                           "receipt": receipt.kind})
 
     def close(self) -> None:
-        self._seen.close()
+        """Nothing of its own to close: what it published is in the event log."""

@@ -65,7 +65,8 @@ class KeyedResult:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, fsync: bool = False, journal: Any = None) -> None:
+    def __init__(self, path: Path, *, fsync: bool = False, journal: Any = None, keys_kept: int = KEYS_KEPT) -> None:
+        self.keys_kept = keys_kept     # the idempotency window: keys remembered per company
         # `journal`: another store with Journal's interface (distributed mode: Redis)
         self._journal = journal if journal is not None else Journal(path, fsync=fsync)
         self._pending: collections.OrderedDict[str, OutboxEntry] = collections.OrderedDict()
@@ -171,7 +172,7 @@ class Outbox:
     def _remember(self, key: str, result: KeyedResult) -> None:
         self._keys[key] = result
         self._keys.move_to_end(key)
-        while len(self._keys) > KEYS_KEPT + len(self._pending):
+        while len(self._keys) > self.keys_kept + len(self._pending):
             self._keys.popitem(last=False)
 
     def _replay(self, record: dict) -> None:

@@ -18,6 +18,9 @@ MAX_TEXT = 65536
 @dataclasses.dataclass(frozen=True)
 class Text:
     text: str
+    # The WhatsApp message id to send it under, chosen by the outbox (sending.py): a resend
+    # after a crash reuses it, so WhatsApp takes it once (None: the transport picks one).
+    id: str | None = dataclasses.field(default=None, compare=False)
     kind = "text"
 
     @classmethod
@@ -56,6 +59,7 @@ class Media:
     size: int
     caption: str = ""
     file_name: str = ""
+    id: str | None = dataclasses.field(default=None, compare=False)   # as Text.id
     kind = "media"
 
     def as_record(self) -> dict[str, Any]:

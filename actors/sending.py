@@ -80,8 +80,9 @@ def check_key(key: Any) -> str | None:
 
 
 class SendQueue:
-    def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000, journal: Any = None) -> None:
-        self._outbox = Outbox(path, fsync=fsync, journal=journal)
+    def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000, journal: Any = None,
+                 keys_kept: int = 1000) -> None:
+        self._outbox = Outbox(path, fsync=fsync, journal=journal, keys_kept=keys_kept)
         self._max_queued = max_queued
         self._waiters: dict[str, Future] = {}
         self._in_flight: int | None = None        # the dispatch awaiting its answer
@@ -154,7 +155,7 @@ class SendQueue:
         while (dispatch := self.next_dispatch()) is not None:
             entry, number = dispatch
             try:
-                future = conn.send(entry.jid, entry.payload)
+                future = conn.send(entry.jid, dataclasses.replace(entry.payload, id=whatsapp_id(entry.id)))
             except Exception as exc:         # raised before anything was handed over
                 future = Future()
                 future.set_exception(SendError(str(exc), retryable=True))
@@ -264,3 +265,10 @@ class SendQueue:
         elif known.id in self._waiters:
             receipt.delivered = self._waiters[known.id]
         return receipt
+
+
+def whatsapp_id(entry_id: str) -> str:
+    """The WhatsApp message id of an outbox entry, the same on every attempt (whatsmeow's
+    shape: 3EB0 and 18 upper-case hex digits): a send repeated after a crash, before its
+    outcome was recorded, is the same message to WhatsApp, not a second one."""
+    return "3EB0" + entry_id.replace("-", "")[:18].upper()

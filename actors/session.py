@@ -92,6 +92,7 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._s.queue = self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
                                                     max_queued=self._settings.max_queued,
+                                                    keys_kept=self._settings.idempotency_keys,
                                                     journal=self._ctx.make_outbox_journal(self.company_id,
                                                                                           self._link.owner))
             self._s.inbound = self._inbound = Inbound(

@@ -19,7 +19,7 @@ import bottle
 
 from switchboard.supervision.board import Switchboard
 
-from . import cluster_routes, compat, dashboard, docs, events, keys as keys_routes, messages, qr_routes, sessions
+from . import cluster_routes, compat, dashboard, docs, events, keys as keys_routes, messages, qr_routes, sessions, webhooks
 from . import simulator as simulator_routes
 from . import message_status, templates
 from .auth import ApiKeys
@@ -38,7 +38,7 @@ def routes(simulator: bool, cluster: bool = False) -> list[Route]:
     """Every route the app mounts; the simulator's control API only when asked for, the
     cluster's only in distributed mode."""
     tables = [docs.api, sessions.api, messages.api, qr_routes.api, events.api, keys_routes.api, compat.api,
-              dashboard.api, message_status.api, templates.api]
+              dashboard.api, message_status.api, templates.api, webhooks.api]
     if simulator:
         tables.append(simulator_routes.api)
     if cluster:

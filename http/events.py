@@ -18,8 +18,10 @@ from .state import AppState
 
 api = Routes("Events")
 _KIND = "(" + "|".join(re.escape(kind.value) for kind in EventKind) + ")"
-_STREAM = {"description": "text/event-stream: `id:` (resume with Last-Event-ID), `event:` ("
-                          + ", ".join(kind.value for kind in EventKind) + "), `data:` JSON; `: ping` heartbeats",
+_STREAM = {"description": "text/event-stream: `id:` (the event's position in the durable event log: resume with "
+                          "Last-Event-ID, also after a restart), `event:` ("
+                          + ", ".join(kind.value for kind in EventKind) + "; `reset` when the id asked for is no "
+                          "longer in the log), `data:` JSON; `: ping` heartbeats",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 _STREAM_PARAMS = [query("events", {"type": "string", "pattern": f"^{_KIND}(,{_KIND})*$"},
                         "only these event kinds, comma-separated"),

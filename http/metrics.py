@@ -118,6 +118,21 @@ class SwitchboardCollector:
         yield CounterMetricFamily("switchboard_session_crashes", "Session actors that crashed (and were restarted)",
                                   value=counts["crashes"])
         yield GaugeMetricFamily("switchboard_event_streams", "Open Server-Sent Event streams", value=self._streams())
+        from switchboard.actors.redis_limiter import ON_FALLBACK      # only its set: redis-py is imported anyway
+        yield GaugeMetricFamily("switchboard_rate_limit_fallback",
+                                "Companies whose send limit counts in memory because Redis is unreachable",
+                                value=len(ON_FALLBACK))
+        delivery = getattr(self._board, "delivery", None)
+        if delivery is not None:
+            yield GaugeMetricFamily("switchboard_event_log_head", "The newest event's position in the event log",
+                                    value=delivery.log.head)
+            behind = GaugeMetricFamily("switchboard_sink_behind", "Events a sink has not delivered yet",
+                                       labels=["sink"])
+            for name, runner in sorted(delivery.runners.items()):
+                behind.add_metric([name], runner.lag)
+            yield behind
+            yield GaugeMetricFamily("switchboard_webhook_dead_letters", "Webhook deliveries that failed for good",
+                                    value=delivery.dead.count())
         yield GaugeMetricFamily("switchboard_uptime_seconds", "Seconds since the gateway started",
                                 value=metrics["uptimeSeconds"])
         requests = CounterMetricFamily("switchboard_http_requests", "HTTP requests served, by route",

@@ -102,6 +102,9 @@ class Routes:
     def post(self, rule: str, *, doc: Operation, access: str = "any") -> Callable:
         return self.route("POST", rule, doc=doc, access=access)
 
+    def put(self, rule: str, *, doc: Operation, access: str = "any") -> Callable:
+        return self.route("PUT", rule, doc=doc, access=access)
+
     def delete(self, rule: str, *, doc: Operation, access: str = "any") -> Callable:
         return self.route("DELETE", rule, doc=doc, access=access)
 

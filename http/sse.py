@@ -1,25 +1,25 @@
-"""Server-Sent Events: the event bus as a live stream, per company or for all.
+"""Server-Sent Events: the durable event log as a live stream, per company or for all.
 
 Each open stream pins one waitress worker thread for its whole life, so the number of
 concurrent streams is capped (503 beyond the cap) and the server gets that many extra
-worker threads, so streams never starve ordinary requests. Every stream sends `id:`
-lines (the bus sequence number), so a client that reconnects with `Last-Event-ID`
-resumes from the bus's recent history; heartbeat comments keep proxies from closing an
-idle stream and let waitress notice a client that went away. The bus callback only
-puts into a bounded queue: a slow client can never hold up the event bus; if it falls
-too far behind, its stream ends with an `overflow` event and it reconnects.
+worker threads, so streams never starve ordinary requests. A stream is a reader of the
+event log: its `id:` lines are log positions (seq), the same across restarts, so a client
+that reconnects with `Last-Event-ID: N` (or `?lastEventId=N`) gets exactly the events after
+N, none twice and none missed, even from a gateway that restarted meanwhile. An id the
+log no longer holds (older than its retention, or from another data directory) gets an
+explicit `reset` event, then the stream goes on from the oldest event kept. Without an id
+a stream starts with the next event. Heartbeat comments keep proxies from closing an idle
+stream and let waitress notice a client that went away. A slow client only falls behind
+in the log; it never holds up anything else.
 """
 from __future__ import annotations
 
 import json
-import queue
 import threading
+import time
 from typing import Any, Callable, Iterator
 
-QUEUE_SIZE = 1000
-_CLOSE = object()
-_OVERFLOW = object()
-_REVOKED = object()
+_WAIT = 0.5       # seconds a stream waits for the log before it looks at its client and the shutdown flag
 
 
 class StreamsFull(Exception):
@@ -32,20 +32,21 @@ class EventStreams:
         self.max_streams = max_streams
         self.heartbeat = heartbeat
         self._lock = threading.Lock()
-        self._open: dict[queue.Queue, str | None] = {}     # stream -> the tenant holding it (None: admin)
+        self._open: dict[object, str | None] = {}     # stream -> the tenant holding it (None: admin)
+        self._revoked: set[object] = set()            # streams of a revoked key: end them
         self._closing = False
 
     @property
     def count(self) -> int:
         return len(self._open)
 
-    def open(self, *, company_id: str | None, kinds: frozenset[str] | None, last_event_id: int,
+    def open(self, *, company_id: str | None, kinds: frozenset[str] | None, last_event_id: int | None,
              disconnected: Callable[[], bool], tenant: str | None = None) -> Iterator[str]:
         """Reserve a slot (or raise StreamsFull) and return the stream's generator.
 
         One tenant cannot take every slot: a tenant key holds at most a quarter of them, and
         tenants together leave one for the admin."""
-        q: queue.Queue = queue.Queue(QUEUE_SIZE)
+        token = object()
         with self._lock:
             if self._closing or len(self._open) >= self.max_streams:
                 raise StreamsFull(f"too many open event streams (limit {self.max_streams}); try again later")
@@ -56,88 +57,71 @@ class EventStreams:
                     raise StreamsFull(f"this key already has {per_tenant} open event stream(s); close one first")
                 if sum(h is not None for h in held) >= self.max_streams - 1:
                     raise StreamsFull(f"too many open event streams (limit {self.max_streams}); try again later")
-            self._open[q] = tenant
+            self._open[token] = tenant
+        try:
+            event_log = self._board.delivery.log
+            reader = event_log.reader(event_log.head if last_event_id is None else last_event_id)
+        except Exception:
+            self._release(token)
+            raise
 
         def wanted(event: Any) -> bool:
             return (company_id is None or event.company_id == company_id) and (kinds is None or event.kind in kinds)
-
-        def deliver(event: Any) -> None:
-            if wanted(event):
-                try:
-                    q.put_nowait(event)
-                except queue.Full:
-                    _force(q, _OVERFLOW)
-
-        try:
-            unsubscribe = self._board.bus.subscribe(deliver)
-        except Exception:
-            self._release(q)
-            raise
-        backlog = [e for e in self._board.bus.recent(last_event_id) if wanted(e)] if last_event_id else []
-        return self._run(q, unsubscribe, backlog, last_event_id, disconnected)
+        return self._run(token, event_log, reader, wanted, last_event_id, disconnected)
 
     def close_all(self) -> None:
-        """Shutdown: end every stream now and refuse new ones."""
+        """Shutdown: end every stream (within a wait) and refuse new ones."""
         with self._lock:
             self._closing = True
-            streams = list(self._open)
-        for q in streams:
-            _force(q, _CLOSE)
 
     def close_tenant(self, tenant: str) -> None:
-        """A key was revoked: end the streams it holds now."""
+        """A key was revoked: end the streams it holds now (within a wait)."""
         with self._lock:
-            streams = [q for q, holder in self._open.items() if holder == tenant]
-        for q in streams:
-            _force(q, _REVOKED)
+            self._revoked.update(token for token, holder in self._open.items() if holder == tenant)
 
-    def _run(self, q: queue.Queue, unsubscribe: Callable[[], None], backlog: list[Any], last_seq: int,
-             disconnected: Callable[[], bool]) -> Iterator[str]:
+    def _run(self, token: object, event_log: Any, reader: Any, wanted: Callable[[Any], bool],
+             asked: int | None, disconnected: Callable[[], bool]) -> Iterator[str]:
         try:
             yield "retry: 3000\n: stream open\n\n"
-            for event in backlog:
-                last_seq = event.seq
-                yield _format(event)
-            while not disconnected():
-                try:
-                    item = q.get(timeout=self.heartbeat)
-                except queue.Empty:
-                    yield ": ping\n\n"
-                    continue
-                if item is _CLOSE:
+            last_sent = time.monotonic()
+            while True:
+                if self._closing:
                     yield "event: close\ndata: {\"reason\": \"server shutting down\"}\n\n"
                     return
-                if item is _REVOKED:
+                if token in self._revoked:
                     yield "event: close\ndata: {\"reason\": \"API key revoked\"}\n\n"
                     return
-                if item is _OVERFLOW:
-                    yield ("event: overflow\ndata: {\"reason\": \"client too slow; reconnect with "
-                           "Last-Event-ID to resume\"}\n\n")
+                if disconnected():
                     return
-                if item.seq <= last_seq:
-                    continue      # already sent from the backlog
-                last_seq = item.seq
-                yield _format(item)
+                if reader.reset:
+                    reader.reset = False
+                    yield _reset(asked if asked is not None else reader.reset_from, reader.position + 1,
+                                 event_log.head)
+                batch = reader.read(200)
+                for event in batch:
+                    if wanted(event):
+                        last_sent = time.monotonic()
+                        yield _format(event)
+                if batch:
+                    continue
+                if time.monotonic() - last_sent >= self.heartbeat:
+                    last_sent = time.monotonic()
+                    yield ": ping\n\n"
+                event_log.wait(reader.position, min(self.heartbeat, _WAIT))
         finally:
-            unsubscribe()
-            self._release(q)
+            self._release(token)
 
-    def _release(self, q: queue.Queue) -> None:
+    def _release(self, token: object) -> None:
         with self._lock:
-            self._open.pop(q, None)
+            self._open.pop(token, None)
+            self._revoked.discard(token)
 
 
-def _force(q: queue.Queue, item: object) -> None:
-    """Put a control item even into a full queue (dropping the oldest event)."""
-    while True:
-        try:
-            q.put_nowait(item)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
+def _reset(asked: int, oldest: int, head: int) -> str:
+    data = {"reason": f"event {asked} is not in the log any more (older than its retention, or from another "
+                      f"log); the stream goes on from the oldest event kept", "lastEventId": asked,
+            "oldestEventId": oldest, "headEventId": head}
+    return f"event: reset\ndata: {json.dumps(data)}\n\n"
 
 
 def _format(event: Any) -> str:
@@ -145,8 +129,10 @@ def _format(event: Any) -> str:
     return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
-def parse_last_event_id(*values: str | None) -> int:
+def parse_last_event_id(*values: str | None) -> int | None:
+    """The first value that is a whole number (0-18 digits), else None (no id given)."""
     for value in values:
-        if value and str(value).strip().isascii() and str(value).strip().isdigit():
-            return int(str(value).strip())
-    return 0
+        text = str(value).strip() if value is not None else ""
+        if text and text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
+    return None

@@ -28,6 +28,8 @@ from switchboard.actors.phone import validate_company_id
 from switchboard.actors.scheduler import Scheduler
 from switchboard.actors.transports.simulated import SimulatedNetwork, SimulatedTransport
 
+from .delivery import Delivery
+from .eventlog import LogSettings
 from .events import Event, EventBus
 from .sinks import Sink, SinkFactory
 from .supervisor import Directory, RestartPolicy, Supervisor
@@ -131,7 +133,7 @@ class Switchboard:
                  restart_wait: float = 2.0, transport_options: dict[str, Any] | None = None,
                  sinks: Iterable[SinkFactory] = (), redis_url: str | None = None,
                  restore_stagger: float | None = None, ownership: OwnershipFactory | None = None,
-                 cluster: Any = None) -> None:
+                 cluster: Any = None, log_settings: LogSettings | None = None, webhook_retry: Any = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.settings = settings or SessionSettings()
         self.restart_policy = restart_policy or RestartPolicy()
@@ -153,6 +155,9 @@ class Switchboard:
         self.started_at: float | None = None
         self._sink_factories = tuple(sinks)
         self.sinks: list[Sink] = []
+        self.log_settings = log_settings
+        self.webhook_retry = webhook_retry
+        self.delivery: Delivery | None = None
         self.redis_url = redis_url
         self.redis = None
         self.ownership = ownership          # None: a lock file per company (embedded mode)
@@ -168,11 +173,11 @@ class Switchboard:
     def start(self) -> Switchboard:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scheduler = Scheduler()
-        self.bus = EventBus(self.data_dir / "supervisor.log")
-        for make_sink in self._sink_factories:
-            sink = make_sink(self.data_dir)
-            self.sinks.append(sink)
-            self.bus.subscribe(sink)
+        retry = {"webhook_retry": self.webhook_retry} if self.webhook_retry is not None else {}
+        self.delivery = Delivery(self.data_dir, self.log_settings, **retry)
+        self.bus = EventBus(self.data_dir / "supervisor.log", event_log=self.delivery.log)
+        self.delivery.start(self._sink_factories)      # before any session: every event has its reader
+        self.sinks = [runner.sink for runner in self.delivery.runners.values()]
         self.ctx = SessionContext(self.data_dir, self.transport, self.scheduler, self.settings, self.bus.publish,
                                   limiter_factory=self._redis_limiter_factory(),
                                   ownership_factory=self.ownership or FileLock.for_company,
@@ -201,8 +206,8 @@ class Switchboard:
         if self.bus is not None:
             self.bus.publish(None, EventKind.GATEWAY, {"action": "stopped"})
             self.bus.close()
-        for sink in self.sinks:
-            sink.close()                # what is still pending stays recorded for the next start
+        if self.delivery is not None:
+            self.delivery.close()       # sinks stop; what they did not deliver waits after their cursors
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.redis is not None:
@@ -280,6 +285,8 @@ class Switchboard:
         if not self.supervisor.remove_files(company_id).get(timeout=self.ask_timeout):
             raise SessionUnavailable(f"session {company_id} was created again while it was being deleted; "
                                      "it is running and its files were kept", state="recreated")
+        if self.delivery is not None:
+            self.delivery.delete_webhook(company_id)
         return True
 
     def hand_over(self, company_id: str) -> bool:

@@ -7,6 +7,7 @@
     switchboard send ID PHONE TEXT
     switchboard qr ID
     switchboard logs [-f] [--json] [--company ID] [--since TIME] [--limit N]
+    switchboard webhooks dead|replay [--company ID] [--id ID ...]
 
 `serve` runs the gateway; flags override the environment (see Config). This module is
 the composition root: `serve` builds the board, the HTTP app and the server from the
@@ -29,7 +30,7 @@ from switchboard.http.app import HttpSettings, make_app
 from switchboard.http.auth import ApiKeys, load_or_create_admin_key
 from switchboard.http.server import GracefulServer
 
-from . import client, cluster_cli, simulator
+from . import client, cluster_cli, simulator, webhook_commands
 from .board import Switchboard
 from .cluster import Cluster
 from .config import Config, ConfigError
@@ -72,7 +73,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     board = Switchboard(data_dir=data_dir, transport=config.transport, settings=config.session_settings(),
                         transport_options=config.transport_options(), sinks=config.sinks(),
                         restore_stagger=config.restore_stagger,
-                        redis_url=config.redis_url, cluster=cluster)
+                        redis_url=config.redis_url, cluster=cluster, log_settings=config.log_settings())
     board.start()
     progress = RestoreProgress(board, board.company_ids()).start()      # restored at start: show how it goes
     try:
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="company id")
     p.set_defaults(func=client.qr)
 
+    webhook_commands.add_parser(commands, [remote]).set_defaults(func=webhook_commands.webhooks)
     p = commands.add_parser("logs", parents=[data], help="show the supervisor log")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records (across rotation)")
     p.add_argument("--json", action="store_true", help="the raw JSON lines, as stored")

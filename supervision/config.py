@@ -18,7 +18,9 @@ from switchboard.actors.transports.neonize.pgstore import validate_store_url
 from switchboard.actors.transports.proxy import validate_proxy
 
 from .cluster import ClusterSettings
+from .eventlog import FSYNC_POLICIES, LogSettings
 from .sinks import SinkFactory
+from .sinks.redis_stream import DEFAULT_MAXLEN, DEFAULT_STREAM, RedisStreamSink
 from .sinks.webhook import DEFAULT_KINDS, WebhookConfig, WebhookSink
 
 
@@ -61,6 +63,12 @@ class Config:
     capacity: int = 1000                       # placement weight: companies this instance is sized for
     lease_ttl: float = 15.0                    # seconds; takeover after a crash takes about this long
     store_url: str | None = None               # postgres://: neonize credentials there (a database per company)
+    # the durable event log and its sinks (supervision/eventlog.py, sinks/)
+    events_fsync: str | None = None            # always | interval | never; None: interval (always if fsync)
+    events_max_mb: int = 64                    # retention: the log's size on disk
+    redis_stream: str = DEFAULT_STREAM         # with a Redis URL, every event is XADDed here
+    redis_stream_maxlen: int = DEFAULT_MAXLEN
+    idempotency_keys: int = 1000               # the idempotency window, per company (see README)
     # Start-up at scale (neonize): how children start, how many start up at once, and the
     # delay between restored companies' first attempts (None: the gateway's default).
     neonize_start: str = "forkserver"          # forkserver | spawn
@@ -85,6 +93,9 @@ class Config:
             "SWITCHBOARD_HTTP_THREADS": "http_threads",
             "SWITCHBOARD_SSE_MAX_STREAMS": "sse_max_streams",
             "SWITCHBOARD_CAPACITY": "capacity",
+            "SWITCHBOARD_EVENTS_MAX_MB": "events_max_mb",
+            "SWITCHBOARD_REDIS_STREAM_MAXLEN": "redis_stream_maxlen",
+            "SWITCHBOARD_IDEMPOTENCY_KEYS": "idempotency_keys",
             "SWITCHBOARD_NEONIZE_MAX_STARTING": "neonize_max_starting",
         }
         floats = {"SWITCHBOARD_SEND_WAIT": "send_wait", "SWITCHBOARD_SSE_HEARTBEAT": "sse_heartbeat",
@@ -103,6 +114,7 @@ class Config:
             "SWITCHBOARD_LOG_LEVEL": "log_level", "SWITCHBOARD_API_KEY": "api_key",
             "SWITCHBOARD_INSTANCE_ID": "instance_id", "SWITCHBOARD_ADVERTISE_URL": "advertise_url",
             "SWITCHBOARD_STORE_URL": "store_url",
+            "SWITCHBOARD_EVENTS_FSYNC": "events_fsync", "SWITCHBOARD_REDIS_STREAM": "redis_stream",
             "SWITCHBOARD_NEONIZE_START": "neonize_start",
             "SWITCHBOARD_SIMULATOR_URL": "simulator_url", "SWITCHBOARD_SIMULATOR_KEY": "simulator_key",
         }
@@ -147,6 +159,14 @@ class Config:
                 raise ConfigError("--simulator-url needs --transport simulated")
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError("WEBHOOK_URL must start with http:// or https://")
+        if self.events_fsync is not None and self.events_fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"SWITCHBOARD_EVENTS_FSYNC must be one of {', '.join(FSYNC_POLICIES)}, "
+                              f"not {self.events_fsync!r}")
+        if self.events_max_mb <= 0 or self.redis_stream_maxlen <= 0 or self.idempotency_keys <= 0:
+            raise ConfigError("SWITCHBOARD_EVENTS_MAX_MB, SWITCHBOARD_REDIS_STREAM_MAXLEN and SWITCHBOARD_IDEMPOTENCY_KEYS "
+                              "must be positive")
+        if not 1 <= len(self.redis_stream) <= 200:
+            raise ConfigError("SWITCHBOARD_REDIS_STREAM must be 1-200 characters")
         self._validate_cluster()
 
     def _validate_cluster(self) -> None:
@@ -184,9 +204,18 @@ class Config:
         return WebhookConfig(url=self.webhook_url, secret=self.webhook_secret, kinds=kinds)
 
     def sinks(self) -> list[SinkFactory]:
-        """The sinks events go to besides the supervisor log: one line per kind of sink."""
+        """The sinks events go to besides the supervisor log: one line per kind of sink
+        (company webhooks are added at run time, through the API)."""
         webhook = self.webhook_config()
-        return [WebhookSink.factory(webhook)] if webhook is not None else []
+        sinks = [WebhookSink.factory(webhook)] if webhook is not None else []
+        if self.redis_url:
+            sinks.append(RedisStreamSink.factory(self.redis_url, self.redis_stream, self.redis_stream_maxlen))
+        return sinks
+
+    def log_settings(self) -> LogSettings:
+        fsync = self.events_fsync or ("always" if self.fsync else "interval")
+        max_bytes = self.events_max_mb << 20
+        return LogSettings(fsync=fsync, max_bytes=max_bytes, segment_bytes=min(32 << 20, max(1 << 20, max_bytes // 8)))
 
     def transport_options(self) -> dict[str, Any]:
         """What the transport is built with: the neonize client's options (set ones only)."""
@@ -207,6 +236,7 @@ class Config:
                                  per_recipient_max=self.rate_limit_per_recipient_max),
             health_interval=self.health_check_interval_ms / 1000,
             fsync=self.fsync,
+            idempotency_keys=self.idempotency_keys,
         )
 
 

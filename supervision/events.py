@@ -1,4 +1,5 @@
-"""The event bus (every session and supervision event, to every subscriber) and the supervisor log."""
+"""The event bus (every session and supervision event: into the durable event log, then to the
+live subscribers) and the supervisor log."""
 from __future__ import annotations
 
 import collections
@@ -15,46 +16,55 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from switchboard.actors.clock import iso
+from switchboard.actors.inbound import NOT_LOGGED
 from switchboard.actors.kinds import LOGGED        # what the supervisor log keeps
 
+from .eventlog import Event, EventLog
+
+__all__ = ["Event", "EventBus", "SupervisorLog", "follow_log", "parse_since", "read_log"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    seq: int
-    ts: float
-    company_id: str | None
-    kind: str
-    data: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "ts": iso(self.ts, ms=True), "companyId": self.company_id, "event": self.kind,
-                **self.data}
 
 
 Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """publish() is cheap and never blocks the actor calling it; one dispatcher thread
-    calls the subscribers, so a slow callback delays other callbacks, never a session."""
+    """publish() appends the event to the durable log (when there is one) on the caller's
+    thread, which gives it its seq, and returns it; then one dispatcher thread calls the
+    live subscribers (status waiters, counters, `on_event` callbacks), so a slow callback
+    delays other callbacks, never a session. Durable delivery (webhooks, Redis, SSE) reads
+    the log through cursors instead (supervision/delivery.py)."""
 
-    def __init__(self, log_path: Path | None = None, recent: int = 1000) -> None:
+    def __init__(self, log_path: Path | None = None, recent: int = 1000, event_log: EventLog | None = None) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        self.event_log = event_log
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
         self._recent: collections.deque[Event] = collections.deque(maxlen=recent)
         self._log = SupervisorLog(log_path) if log_path else None
-        self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="switchboard-events", daemon=True)
         self._thread.start()
 
-    def publish(self, company_id: str | None, kind: str, data: dict[str, Any]) -> None:
-        # The sequence number is given on the dispatcher thread, so seq order is delivery order.
-        self._queue.put((time.time(), company_id, kind, data))
+    def publish(self, company_id: str | None, kind: str, data: dict[str, Any]) -> Any:
+        """The event as logged; None for a message id already logged (a redelivery);
+        NOT_LOGGED when the log could not be written (then it is logged as an error)."""
+        kind = str(kind)
+        if self.event_log is not None:
+            try:
+                event = self.event_log.append(company_id, kind, data)
+            except OSError:
+                log.error("event %s of %s was not logged (see the event log error)", kind, company_id)
+                return NOT_LOGGED
+            if event is None:
+                return None
+        else:
+            with self._seq_lock:
+                event = Event(next(self._seq), time.time(), company_id, kind, data)
+        self._queue.put(event)
+        return event
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         with self._lock:
@@ -82,13 +92,12 @@ class EventBus:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            event = self._queue.get()
+            if event is None:
                 return
-            if isinstance(item, _Marker):
-                item.done.set()
+            if isinstance(event, _Marker):
+                event.done.set()
                 continue
-            event = Event(next(self._seq), *item)
             self._recent.append(event)
             if self._log and event.kind in LOGGED:
                 self._log.append(event)

@@ -129,18 +129,14 @@ def test_every_mounted_route_is_declared_once(simulator):
     assert json.dumps(build_spec(routes(simulator)))       # serialisable as served
 
 
-def test_one_tenant_cannot_take_every_event_stream():
+def test_one_tenant_cannot_take_every_event_stream(tmp_path):
+    import types
+
     from switchboard.http.sse import EventStreams, StreamsFull
-
-    class Bus:
-        def subscribe(self, _fn):
-            return lambda: None
-
-        def recent(self, _seq):
-            return []
+    from switchboard.supervision.eventlog import EventLog
 
     class Board:
-        bus = Bus()
+        delivery = types.SimpleNamespace(log=EventLog(tmp_path))      # streams read the event log
 
     streams = EventStreams(Board(), max_streams=8)
     opened = [streams.open(company_id="c1", kinds=None, last_event_id=0, disconnected=lambda: False, tenant="k1")

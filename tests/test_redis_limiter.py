@@ -76,3 +76,78 @@ def test_board_with_redis_enforces_the_limit(board_factory, network, redis_url):
         session.send("79001234569", "3").get(timeout=5)
     assert board.redis.exists(f"switchboard:rl:{{{company}}}") == 1
     waiter.close()
+
+
+# ---- across an outage: what was counted in memory is written back --------------------------------
+
+from .support.redis_proc import RedisProcess   # noqa: E402
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisProcess(tmp_path)
+    yield server
+    server.stop()
+
+
+def _limiter(url, now, limit=RateLimit(5, 60, 10)):
+    client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    return client, RedisLimiter(client, "acme", limit, prefix="t", clock=lambda: now[0])
+
+
+def test_a_paused_redis_gets_the_outage_sends_back_and_no_fresh_window(own_redis, caplog):
+    from switchboard.actors.redis_limiter import ON_FALLBACK
+    now = [1000.0]
+    client, limiter = _limiter(own_redis.url, now)
+    limiter.acquire("79000000001")                       # counted in Redis
+    own_redis.pause()
+    try:
+        limiter.acquire("79000000002")                   # Redis frozen: counted in memory
+        assert limiter.using_fallback and "acme" in ON_FALLBACK
+        limiter.acquire("79000000003")
+        assert "counting in memory" in caplog.text
+    finally:
+        own_redis.resume()
+    now[0] += RETRY_REDIS_AFTER + 1
+    limiter.acquire("79000000004")                       # Redis again: the outage is written back first
+    assert not limiter.using_fallback and "acme" not in ON_FALLBACK
+    assert limiter.written_back >= 2 and "wrote back" in caplog.text
+    assert client.zcard("t:rl:{acme}") == 4
+    limiter.acquire("79000000005")
+    with pytest.raises(RateLimited) as refused:          # 5 in the window: the outage opened no new one
+        limiter.acquire("79000000006")
+    assert refused.value.scope == "company"
+    other = RedisLimiter(client, "acme", RateLimit(5, 60, 10), prefix="t")
+    with pytest.raises(RateLimited):                     # another instance sees the same window
+        other.acquire("79000000007")
+    client.close()
+
+
+def test_redis_restarted_with_empty_data_gets_the_whole_window_back(own_redis):
+    now = [1000.0]
+    client, limiter = _limiter(own_redis.url, now, RateLimit(4, 60, 10))
+    limiter.acquire("79000000001")
+    limiter.acquire("79000000002")
+    own_redis.kill()
+    limiter.acquire("79000000003")                        # down: in memory
+    own_redis.start()                                     # back, with nothing in it
+    now[0] += RETRY_REDIS_AFTER + 1
+    limiter.acquire("79000000004")
+    fresh = redis.Redis.from_url(own_redis.url, socket_timeout=1)
+    assert fresh.zcard("t:rl:{acme}") == 4                # the two from before, the outage's, this one
+    with pytest.raises(RateLimited):
+        limiter.acquire("79000000005")
+    fresh.close()
+    client.close()
+
+
+def test_a_send_older_than_the_window_is_not_written_back(own_redis):
+    now = [1000.0]
+    client, limiter = _limiter(own_redis.url, now, RateLimit(5, 10, 10))
+    own_redis.kill()
+    limiter.acquire("79000000001")
+    own_redis.start()
+    now[0] += 11                                           # the window went by meanwhile
+    limiter.acquire("79000000002")
+    assert redis.Redis.from_url(own_redis.url).zcard("t:rl:{acme}") == 1
+    client.close()

@@ -62,7 +62,7 @@ def test_invalid_company_id_is_rejected_and_creates_nothing(board):
     for bad in ("", "a" * 51, "../etc", "a/b", "café", "a b"):
         with pytest.raises(InvalidInput):
             board.session(bad)
-    assert sorted(p.name for p in board.data_dir.iterdir()) == ["supervisor.log"]
+    assert sorted(p.name for p in board.data_dir.iterdir()) == ["events", "supervisor.log"]
 
 
 def test_invalid_phone_is_rejected(board, waiter):

@@ -56,7 +56,13 @@ def transports():
 
 def opened(transport, tmp_path, company_id="acme"):
     events: queue.Queue = queue.Queue()
-    conn = transport.connect(company_id, tmp_path / company_id, events.put)
+
+    def take(event):
+        # what the gateway's Inbound does once a message is in its event log: acknowledge it
+        if getattr(event, "ack", None) is not None:
+            event.ack()
+        events.put(event)
+    conn = transport.connect(company_id, tmp_path / company_id, take)
     conn.open()
     return conn, events
 
@@ -210,6 +216,25 @@ def test_the_service_remembers_devices_and_held_messages_across_its_restart(tmp_
         assert no_event(events, IncomingMessage, 0.2)                  # acknowledged: not held any more
     finally:
         service.stop()
+
+
+def test_a_message_the_client_did_not_acknowledge_comes_again_on_the_next_link(service, transports, tmp_path):
+    """The gateway acknowledges a message only once it is in its event log: one that was
+    emitted but never acknowledged (a gateway killed in between) is delivered again."""
+    transport = transports(service)
+    events: queue.Queue = queue.Queue()
+    conn = transport.connect("acme", tmp_path / "acme", events.put)         # takes, never acknowledges
+    conn.open()
+    next_event(events, QrCode)
+    service.net.scan("acme", PHONE)
+    next_event(events, Connected)
+    sent = service.net.deliver_inbound("acme", "79001234567", "not acknowledged")
+    assert next_event(events, IncomingMessage).id == sent
+    conn.close().result(5)
+    again, events2 = opened(transport, tmp_path)
+    assert next_event(events2, Connected)
+    assert next_event(events2, IncomingMessage).id == sent
+    again.close().result(5)
 
 
 def test_closed_while_connecting_never_links(service, transports, tmp_path):

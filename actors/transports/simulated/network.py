@@ -353,8 +353,16 @@ class SimulatedNetwork:
             if group is None and to in self._not_on_whatsapp:
                 future.set_exception(not_on_whatsapp(jid))
                 return future
-            message_id = self._message_id()
+            message_id = getattr(payload, "id", None) or self._message_id()
             chat = group or f"{device.phone}@{USER_SERVER}"
+            first = group or to
+            if any(r["id"] == message_id for r in self._received.get(first, ())[-1000:]):
+                # The same message id again (a client repeating a send it had no answer for):
+                # recipients take a message id once; the repeat is only acknowledged.
+                future.set_result(message_id)
+                return future
+            if group:              # the group's own record, so a repeat to the group is seen too
+                self._received.setdefault(group, []).append({"id": message_id})
             delivered = False
             # A group nobody told the simulator about counts as one with no other members.
             for member in (self._groups.get(group, ()) if group else [to]):

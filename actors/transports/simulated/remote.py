@@ -19,7 +19,7 @@ import threading
 import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ...connection import (Cause, ConnectionEvent, Disconnected, EmitFn, IncomingMessage, Receipt, SendError)
 from ...payload import Payload, Text
@@ -138,7 +138,7 @@ class RemoteConnection:
     def send(self, jid: str, payload: Payload) -> Future:
         if not isinstance(payload, Text):
             return _failed(SendError(f"the simulator sends text only, not {payload.kind}", retryable=False))
-        return self._request("send", jid=jid, text=payload.text)
+        return self._request("send", jid=jid, text=payload.text, id=payload.id)
 
     def pair_phone(self, phone: str) -> Future:
         return self._request("pair", phone=phone)
@@ -220,11 +220,13 @@ class RemoteConnection:
             event = dataclasses.replace(event, chat=pn_chat(event.chat, await self._lookup(event.chat)))
         with self._guard:
             closing, over = self._state == "closing", self._over
+        # The service holds a message until it is acknowledged, which the gateway does once
+        # the message is in its event log (Inbound): a gateway killed before that gets it again.
+        if isinstance(event, IncomingMessage):
+            event = dataclasses.replace(event, ack=self._acker(writer, event.id))
         # After close(): only what WhatsApp will not send again (messages, receipts).
         if not over or (closing and isinstance(event, (IncomingMessage, Receipt))):
             self._emit(event)
-        if isinstance(event, IncomingMessage) and not writer.is_closing():
-            writer.write(wire.line({"op": "ack", "id": event.id}))
         if isinstance(event, wire.TERMINAL):
             with self._guard:
                 self._over = True
@@ -234,6 +236,22 @@ class RemoteConnection:
         while not writer.is_closing():
             writer.write(wire.line({"op": "ping"}))
             await asyncio.sleep(max(0.05, every))
+
+    def _acker(self, writer: asyncio.StreamWriter, message_id: str) -> Callable[[], None]:
+        """An ack callable for any thread: the write happens on the link's loop."""
+        loop = self.transport._loop
+
+        def write() -> None:
+            if not writer.is_closing():
+                writer.write(wire.line({"op": "ack", "id": message_id}))
+
+        def ack() -> None:
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            write() if here else loop.call_soon_threadsafe(write)
+        return ack
 
     async def _lookup(self, lid_chat: str) -> str | None:
         """The phone of a LID, from the service's LID store (None when it has none)."""

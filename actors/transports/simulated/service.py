@@ -194,7 +194,10 @@ class LinkServer:
         elif op == "lid":
             link._send({"op": "reply", "req": req, "ok": self.network.phone_for_lid(str(message.get("lid", "")))})
         elif op == "send":
-            self._reply(link, req, link.send(str(message.get("jid", "")), Text(str(message.get("text", "")))))
+            message_id = message.get("id")
+            self._reply(link, req, link.send(str(message.get("jid", "")),
+                                             Text(str(message.get("text", "")),
+                                                  id=message_id if isinstance(message_id, str) else None)))
         elif op == "pair":
             try:
                 future = link.pair_phone(str(message.get("phone", "")))

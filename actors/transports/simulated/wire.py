@@ -56,6 +56,8 @@ def parse(raw: bytes) -> dict[str, Any]:
 def encode_event(event: ConnectionEvent) -> dict[str, Any]:
     fields = {}
     for f in dataclasses.fields(event):
+        if f.metadata.get("local"):
+            continue
         value = getattr(event, f.name)
         fields[f.name] = value.value if isinstance(value, enum.Enum) else list(value) if isinstance(value, tuple) \
             else value
@@ -70,7 +72,7 @@ def decode_event(message: dict[str, Any]) -> ConnectionEvent:
         raise ProtocolError(f"unknown event {message.get('type')!r}")
     values = {}
     for f in dataclasses.fields(cls):
-        if f.name not in fields:
+        if f.name not in fields or f.metadata.get("local"):
             continue
         value = fields[f.name]
         if f.name == "cause":
