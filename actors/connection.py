@@ -288,6 +288,10 @@ class Transport(Protocol):
     """Makes connections for companies. One per gateway."""
 
     name: str
+    # True when a send goes out under the payload's own `id` (the outbox's stable WhatsApp
+    # message id), so a repeat is the same message to WhatsApp and recipients take it once.
+    # neonize 0.5.2 cannot pin the id (send_message takes none): False there.
+    pins_message_ids: bool = False
 
     def connect(self, company_id: str, company_dir: Path, emit: EmitFn) -> Connection: ...
 

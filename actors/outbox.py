@@ -65,7 +65,8 @@ class KeyedResult:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, fsync: bool = False, journal: Any = None, keys_kept: int = KEYS_KEPT) -> None:
+    def __init__(self, path: Path, *, fsync: bool = False, journal: Any = None, keys_kept: int = KEYS_KEPT,
+                 resend_interrupted: bool = False) -> None:
         self.keys_kept = keys_kept     # the idempotency window: keys remembered per company
         # `journal`: another store with Journal's interface (distributed mode: Redis)
         self._journal = journal if journal is not None else Journal(path, fsync=fsync)
@@ -74,7 +75,11 @@ class Outbox:
         self._sending: set[str] = set()           # pending entries handed to a connection
         for record in self._journal.read():
             self._replay(record)
-        # Handed over before the last stop and never answered: the outcome is unknown.
+        # Handed over before the last stop and never answered: the outcome is unknown, unless
+        # the transport sends under the entry's own message id (`resend_interrupted`): then a
+        # repeat is the same message, and the entry is simply handed over again.
+        if resend_interrupted:
+            self._sending.clear()
         self.recovered_unconfirmed: list[str] = [entry_id for entry_id in self._pending if entry_id in self._sending]
         for entry_id in self.recovered_unconfirmed:
             self.unconfirmed(entry_id, INTERRUPTED_SEND)

@@ -81,8 +81,9 @@ def check_key(key: Any) -> str | None:
 
 class SendQueue:
     def __init__(self, path: Path, *, fsync: bool = False, max_queued: int = 1000, journal: Any = None,
-                 keys_kept: int = 1000) -> None:
-        self._outbox = Outbox(path, fsync=fsync, journal=journal, keys_kept=keys_kept)
+                 keys_kept: int = 1000, resend_interrupted: bool = False) -> None:
+        self._outbox = Outbox(path, fsync=fsync, journal=journal, keys_kept=keys_kept,
+                              resend_interrupted=resend_interrupted)
         self._max_queued = max_queued
         self._waiters: dict[str, Future] = {}
         self._in_flight: int | None = None        # the dispatch awaiting its answer

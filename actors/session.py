@@ -93,6 +93,8 @@ class SessionActor(LinkEvents, pykka.ThreadingActor):
             self._s.queue = self._queue = SendQueue(self._dir / "outbox.jsonl", fsync=self._settings.fsync,
                                                     max_queued=self._settings.max_queued,
                                                     keys_kept=self._settings.idempotency_keys,
+                                                    resend_interrupted=getattr(self._ctx.transport,
+                                                                               "pins_message_ids", False),
                                                     journal=self._ctx.make_outbox_journal(self.company_id,
                                                                                           self._link.owner))
             self._s.inbound = self._inbound = Inbound(

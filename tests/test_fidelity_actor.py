@@ -16,7 +16,7 @@ from switchboard.actors.connection import Cause, ConnectFailure, LoggedOut, Pair
 from switchboard.actors.errors import SessionUnavailable
 from switchboard.actors.phone import InvalidInput, normalize_phone
 
-from .support.http import ADMIN_KEY, build_app, running_board
+from .support.http import ADMIN_KEY, build_app, running_board, wait_until
 from .support.sessions import (FAST_SETTINGS, HealingTransport, HoldingTransport, ScriptedTransport,
                                SlowClosingTransport, StateWaiter, assert_stays, link, make_network)
 
@@ -83,6 +83,7 @@ def test_an_unconfirmed_send_stays_unconfirmed_after_a_restart(tmp_path):
     start must not hand it over again. It is reported instead."""
     network = make_network()
     transport = HoldingTransport(network)
+    transport.pins_message_ids = False       # as neonize: a repeat would be a new message
     transport.hold.update(sends=True, keep_on_close=True)
     board = _board(tmp_path, transport)
     waiter = StateWaiter(board)
@@ -91,7 +92,9 @@ def test_an_unconfirmed_send_stays_unconfirmed_after_a_restart(tmp_path):
     waiter.close()
     board.stop()
     # the same data, a transport that answers at once
-    board = _board(tmp_path, HoldingTransport(network))
+    answering = HoldingTransport(network)
+    answering.pins_message_ids = False
+    board = _board(tmp_path, answering)
     waiter = StateWaiter(board)
     status = waiter.state("acme", "connected")
     board.bus.flush()
@@ -108,6 +111,29 @@ def test_an_unconfirmed_send_stays_unconfirmed_after_a_restart(tmp_path):
     # a person who knows it did not arrive sends it again on purpose: a new key
     board.session("acme").send(RECIPIENT, "in flight", idempotency_key="k-2").get(timeout=5).delivered.result(5)
     assert [m["text"] for m in network.messages(RECIPIENT)] == ["in flight"]
+    waiter.close()
+    board.stop()
+    network.close()
+
+
+def test_a_send_cut_off_by_a_restart_goes_out_once_where_the_transport_pins_its_id(tmp_path):
+    """The simulated WhatsApp sends under the outbox's own message id: the next start hands
+    the entry over again, and the recipient gets it once even if the first try arrived."""
+    network = make_network()
+    transport = HoldingTransport(network)
+    assert transport.pins_message_ids
+    transport.hold.update(sends=True, keep_on_close=True)
+    board = _board(tmp_path, transport)
+    waiter = StateWaiter(board)
+    link(board, waiter, "acme")
+    board.session("acme").send(RECIPIENT, "in flight", idempotency_key="k-1").get(timeout=5)
+    waiter.close()
+    board.stop()
+    board = _board(tmp_path, HoldingTransport(network))
+    waiter = StateWaiter(board)
+    waiter.state("acme", "connected")
+    assert wait_until(lambda: [m["text"] for m in network.messages(RECIPIENT)] == ["in flight"], timeout=10)
+    assert waiter.state("acme", "connected")["unconfirmed"] == 0
     waiter.close()
     board.stop()
     network.close()

@@ -53,3 +53,26 @@ def test_short_write_is_refused_and_leaves_no_torn_line(tmp_path):
     box.add(OutboxEntry(id="a3", to="7900", jid="7900@s.whatsapp.net", payload=Text("three")))
     box.close()
     assert [e.id for e in Outbox(path).pending()] == ["a1", "a3"]
+
+
+def test_a_send_cut_off_by_a_crash_is_resent_only_where_the_transport_pins_its_message_id(tmp_path):
+    # Handed over, then the process died: the outcome is unknown.
+    path = tmp_path / "outbox.jsonl"
+    box = Outbox(path)
+    box.add(OutboxEntry(id="a", to="7900", jid="7900@s.whatsapp.net", payload=Text("one")))
+    box.add(OutboxEntry(id="b", to="7900", jid="7900@s.whatsapp.net", payload=Text("two")))
+    box.sending("a")
+    box.close()
+    # neonize cannot pin the id: a repeat could reach the recipient twice, so "a" is unconfirmed.
+    unpinned = Outbox(path)
+    assert unpinned.recovered_unconfirmed == ["a"]
+    assert [e.id for e in unpinned.pending()] == ["b"]
+    unpinned.close()
+    # A transport that sends under the entry's own id makes the repeat the same message.
+    box = Outbox(tmp_path / "pinned.jsonl")
+    box.add(OutboxEntry(id="a", to="7900", jid="7900@s.whatsapp.net", payload=Text("one")))
+    box.sending("a")
+    box.close()
+    pinned = Outbox(tmp_path / "pinned.jsonl", resend_interrupted=True)
+    assert pinned.recovered_unconfirmed == []
+    assert [e.id for e in pinned.pending()] == ["a"]

@@ -7,6 +7,8 @@ within the backoff bound, and every accepted send has been delivered.
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import shutil
 import tempfile
@@ -36,6 +38,16 @@ SETTLED = ("connected", "logged_out", "conflict", "stopped", "qr", "failed")
 RECOVERY_BOUND = FAST_SETTINGS.backoff.worst_case_total() + 0.3 + 2.0
 
 
+
+@contextlib.contextmanager
+def _restarting_is_fine():
+    """Right after a crash the supervisor is replacing the actor, and a call answers
+    SessionUnavailable (HTTP 503 with a retry); that changes nothing, so the model neither."""
+    try:
+        yield
+    except SessionUnavailable:
+        pass
+
 class GatewayMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -61,11 +73,13 @@ class GatewayMachine(RuleBasedStateMachine):
     def link(self, company_id):
         """Start and, if a QR code shows, scan it."""
         handle = self.handle(company_id)
-        handle.start().get(timeout=5)
         try:
+            handle.start().get(timeout=5)
             handle.wait_for("qr", "connected", timeout=1)
         except TimeoutError:
             return                        # reconnecting, banned, ...: fine, not linkable now
+        except SessionUnavailable:
+            return                        # a crashed actor not yet replaced answers 503: fine
         self.scan(company_id)
 
     def handle(self, company_id: str):
@@ -73,16 +87,19 @@ class GatewayMachine(RuleBasedStateMachine):
 
     @rule(company_id=companies)
     def start(self, company_id):
-        self.handle(company_id).start().get(timeout=5)
+        with _restarting_is_fine():
+            self.handle(company_id).start().get(timeout=5)
 
     @rule(company_id=companies)
     def stop(self, company_id):
-        self.handle(company_id).stop().get(timeout=5)
+        with _restarting_is_fine():
+            self.handle(company_id).stop().get(timeout=5)
 
     @rule(company_id=companies)
     def reconnect(self, company_id):
-        self.handle(company_id).reconnect().get(timeout=5)
-        self.faults_since_link[company_id].discard("replace")     # the operator took it back
+        with _restarting_is_fine():
+            self.handle(company_id).reconnect().get(timeout=5)
+            self.faults_since_link[company_id].discard("replace")     # the operator took it back
 
     @rule(company_id=companies)
     def scan(self, company_id):

@@ -158,6 +158,7 @@ class SimulatedTransport:
     """Makes SimulatedConnections on one shared SimulatedNetwork."""
 
     name = "simulated"
+    pins_message_ids = True      # the simulated WhatsApp sends under the payload's id
 
     def __init__(self, network: SimulatedNetwork | None = None) -> None:
         if network is None:

@@ -34,6 +34,7 @@ class RemoteTransport:
     """Connections to a simulator service at `url` (http://host:port)."""
 
     name = "simulated"
+    pins_message_ids = True      # the simulated WhatsApp sends under the payload's id
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
