@@ -55,12 +55,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from switchboard.actors.clock import iso
+from switchboard.actors.connection import INCOMING_KINDS
 
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "interval", "never")
 _SEGMENT = re.compile(r"^log-(\d{1,19})\.jsonl$")
-_MESSAGE_MARK = b'"event":"message"'
+_MESSAGE_MARK = b'"event":"message'          # also message.edit, .reaction, ... (decoded, then checked)
+# The events whose `id` is a WhatsApp message id that WhatsApp may deliver again: deduplicated.
+# (message.sent, .status, .unconfirmed carry the outbox's id and may repeat it: never.)
+INBOUND_KINDS = frozenset({"message", *INCOMING_KINDS.values()})
 _JSON_STRING = rb'"(?:[^"\\]|\\.)*"'
 _MESSAGE_LINE = re.compile(rb'^\{"seq":(\d+),"event":"message","ts":[0-9.e+-]+,"companyId":(null|' + _JSON_STRING
                            + rb'),"data":\{"id":(' + _JSON_STRING + rb')[,}].*\}\n$', re.S)
@@ -136,10 +140,10 @@ class EventLog:
     # ---- writing ------------------------------------------------------------------------
 
     def append(self, company_id: str | None, kind: str, data: dict[str, Any]) -> Event | None:
-        """Append one event; its seq is its position. A `message` event whose id this
-        company has already logged is not appended: None. OSError (disk full) leaves the
+        """Append one event; its seq is its position. An inbound event (INBOUND_KINDS) whose
+        id this company has already logged is not appended: None. OSError (disk full) leaves the
         log as it was and the id unseen."""
-        message_id = data.get("id") if kind == "message" else None
+        message_id = data.get("id") if kind in INBOUND_KINDS else None
         message_id = None if message_id is None else str(message_id)
         with self._lock:
             if self._closed:
@@ -339,7 +343,7 @@ class EventLog:
                         bad.append(lines)
                         continue
                     last = event.seq
-                    if event.data.get("id") is not None:
+                    if event.kind in INBOUND_KINDS and event.data.get("id") is not None:
                         self._remember(event.company_id, str(event.data["id"]))
                 if tail is not None:
                     event = decode(tail)

@@ -37,6 +37,22 @@ def test_a_message_id_is_seen_once_its_event_is_logged_and_across_restarts(tmp_p
     log.close()
 
 
+def test_every_inbound_kind_is_deduplicated_and_send_outcomes_never_are(tmp_path):
+    # WhatsApp redelivers reactions, edits and revokes like any message; a send's status
+    # events repeat its (outbox) id on purpose.
+    log = EventLog(tmp_path)
+    for kind in ("message.reaction", "message.edit", "message.revoke", "message.location", "message.contact"):
+        assert log.append("acme", kind, {"id": kind}) is not None
+        assert log.append("acme", kind, {"id": kind}) is None, kind
+    for status in ("sent", "delivered", "read"):
+        assert log.append("acme", "message.status", {"id": "out-1", "status": status}) is not None
+    log.close()
+    log = EventLog(tmp_path)                     # after a restart
+    assert log.append("acme", "message.reaction", {"id": "message.reaction"}) is None
+    assert log.append("acme", "message", {"id": "out-1"}) is not None      # an outbox id was never "seen"
+    log.close()
+
+
 def test_a_failed_append_leaves_the_id_unseen(tmp_path, monkeypatch):
     log = EventLog(tmp_path)
     real = log._file.write
