@@ -16,14 +16,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FILE = "session.json"
-_FIELDS = {"desired": "desired", "state": "state", "last_error": "lastError", "phone": "phone"}
+# attribute name -> the key it is stored under (session.json, the shared Redis hash)
+FIELDS = {"desired": "desired", "state": "state", "last_error": "lastError", "phone": "phone"}
+_FIELDS = FIELDS
 
 
-class SessionRecord:
-    def __init__(self, company_dir: Path, company_id: str = "") -> None:
-        self._path = company_dir / FILE
-        self._company_id = company_id
-        self._data = self._load()
+class RecordFields:
+    """The record's fields as attributes, over `_data` (stored keys -> values)."""
+    _data: dict[str, Any]
 
     @property
     def desired(self) -> str | None:
@@ -42,13 +42,25 @@ class SessionRecord:
     def phone(self) -> str | None:
         return self._data.get("phone")
 
-    def update(self, **changes: Any) -> None:
-        """Set fields (desired, state, last_error, phone) and write the file if any changed.
-        A failed write is logged, not raised: the actor keeps running on what it knows."""
+    def _changed(self, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """`_data` with `changes` applied, or None when nothing changes."""
         data = dict(self._data)
         for name, value in changes.items():
             data[_FIELDS[name]] = value
-        if data == self._data:
+        return None if data == self._data else data
+
+
+class SessionRecord(RecordFields):
+    def __init__(self, company_dir: Path, company_id: str = "") -> None:
+        self._path = company_dir / FILE
+        self._company_id = company_id
+        self._data = self._load()
+
+    def update(self, **changes: Any) -> None:
+        """Set fields (desired, state, last_error, phone) and write the file if any changed.
+        A failed write is logged, not raised: the actor keeps running on what it knows."""
+        data = self._changed(changes)
+        if data is None:
             return
         self._data = data
         tmp = self._path.with_name(FILE + ".tmp")

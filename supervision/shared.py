@@ -24,11 +24,10 @@ from typing import Any, Iterator
 import redis
 
 from switchboard.actors.lease import PREFIX, LeaseScripts, RedisLease
-from switchboard.actors.record import SessionRecord
+from switchboard.actors.record import FIELDS as _FIELDS, RecordFields, SessionRecord
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"desired": "desired", "state": "state", "last_error": "lastError", "phone": "phone"}
 
 
 def record_key(company_id: str, prefix: str = PREFIX) -> str:
@@ -43,7 +42,7 @@ class FencedWriteRefused(OSError):
     """This instance no longer owns the company: the shared state is not ours to change."""
 
 
-class SharedRecord:
+class SharedRecord(RecordFields):
     """SessionRecord's interface, kept in Redis (and locally). Owned by one actor."""
 
     def __init__(self, scripts: LeaseScripts, company_id: str, company_dir: Path, lease: RedisLease,
@@ -68,27 +67,9 @@ class SharedRecord:
         if stored:
             self._data = {wire: (stored.get(wire.encode()) or b"").decode() or None for wire in _FIELDS.values()}
 
-    @property
-    def desired(self) -> str | None:
-        return self._data.get("desired")
-
-    @property
-    def state(self) -> str | None:
-        return self._data.get("state")
-
-    @property
-    def last_error(self) -> str | None:
-        return self._data.get("lastError")
-
-    @property
-    def phone(self) -> str | None:
-        return self._data.get("phone")
-
     def update(self, **changes: Any) -> None:
-        data = dict(self._data)
-        for name, value in changes.items():
-            data[_FIELDS[name]] = value
-        if data == self._data:
+        data = self._changed(changes)
+        if data is None:
             return
         self._data = data
         self._local.update(**changes)
